@@ -1,0 +1,356 @@
+// shim.cpp — the only C++ in vitpe: registers torch.ops.vitpe.* on the LibTorch
+// stable ABI (torch/csrc/stable, target 2.11) and turns tensors into the C
+// kernels' pointers and strides. It checks arguments (messages name them),
+// allocates, picks torch's thread pool or the current CUDA stream, and calls
+// C. No arithmetic on data happens here.
+//
+// Errors are thrown as std::invalid_argument (Python ValueError) or
+// std::runtime_error: on torch 2.11 a failing STD_TORCH_CHECK inside a
+// stable-ABI kernel kills the process, a plain C++ throw does not.
+#include <Python.h>
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/tensor.h>
+#ifdef VITPE_WITH_CUDA
+#include <torch/csrc/stable/accelerator.h>
+#endif
+#include <torch/headeronly/core/ScalarType.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "vitpe.h"
+
+#ifdef VITPE_WITH_CUDA
+// Declared by torch's shim.h only under USE_CUDA; this is its C signature.
+extern "C" int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void** ret_stream);
+#endif
+
+// An empty Python module: importing vitpe_ext._C runs the registrations below.
+// No pybind11, so the extension builds against the limited API (abi3).
+extern "C" PyObject* PyInit__C(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
+
+namespace {
+
+using torch::headeronly::ScalarType;
+using torch::stable::Tensor;
+
+template <typename... Args>
+[[noreturn]] void fail(Args&&... parts) {
+  std::ostringstream message;
+  (message << ... << parts);
+  throw std::invalid_argument(message.str());
+}
+
+std::string fmt_pair(const std::vector<int64_t>& v) {
+  std::ostringstream s;
+  s << "[";
+  for (size_t i = 0; i < v.size(); i++) s << (i ? ", " : "") << v[i];
+  return s.str() + "]";
+}
+
+void check_status(int status, const char* what) {
+  if (status == VITPE_OK) return;
+  std::string message = std::string("vitpe: ") + what + " failed: " + vitpe_status_str(status);
+  if (status == VITPE_EINVAL || status == VITPE_EOVERFLOW) throw std::invalid_argument(message);
+  throw std::runtime_error(message);
+}
+
+int parse_mode(const std::string& mode) {
+  static const char* names[] = {"nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3"};
+  for (int m = VITPE_MODE_NEAREST; m <= VITPE_MODE_LANCZOS3; m++)
+    if (mode == names[m]) return m;
+  fail("interpolate_pos_embed: unknown mode '", mode,
+       "'; valid modes are nearest, nearest-exact, bilinear, bicubic, area, lanczos3");
+}
+
+int parse_dtype(ScalarType t, const char* arg) {
+  switch (t) {
+    case ScalarType::Float: return VITPE_F32;
+    case ScalarType::Double: return VITPE_F64;
+    case ScalarType::Half: return VITPE_F16;
+    case ScalarType::BFloat16: return VITPE_BF16;
+    default:
+      fail("interpolate_pos_embed: ", arg,
+           " must be float32, float64, float16 or bfloat16, got dtype code ",
+           static_cast<int>(t));
+  }
+}
+
+bool mul_overflows(int64_t a, int64_t b, int64_t* r) { return __builtin_mul_overflow(a, b, r); }
+
+// Everything a call decides before touching data: both axes of the resize,
+// the grid sizes and the prefix.
+struct Resize {
+  vitpe_axis h{}, w{};
+  int64_t prefix = 0;
+  int dtype = VITPE_F32;
+};
+
+// Validates the op's arguments against a table of `tokens` tokens and builds
+// the per-axis descriptions. `who` names the op in messages.
+Resize describe(const char* who, int64_t tokens, ScalarType dtype, const std::vector<int64_t>& new_size,
+                const std::optional<std::vector<int64_t>>& old_size, int64_t num_prefix_tokens,
+                const std::string& mode_name, std::optional<bool> align_corners, bool antialias,
+                const std::optional<std::vector<double>>& scale_factor) {
+  Resize r;
+  r.dtype = parse_dtype(dtype, "pos_embed");
+  const int mode = parse_mode(mode_name);
+  if (num_prefix_tokens < 0 || num_prefix_tokens > tokens)
+    fail(who, ": num_prefix_tokens must be in [0, ", tokens, "] (the table has ", tokens,
+         " tokens), got ", num_prefix_tokens);
+  r.prefix = num_prefix_tokens;
+  const int64_t grid_tokens = tokens - num_prefix_tokens;
+
+  if (new_size.size() != 2 || new_size[0] < 1 || new_size[1] < 1)
+    fail(who, ": new_size must be two positive ints (height, width), got ", fmt_pair(new_size));
+
+  int64_t hin, win;
+  if (old_size.has_value()) {
+    const auto& o = *old_size;
+    if (o.size() != 2 || o[0] < 1 || o[1] < 1)
+      fail(who, ": old_size must be two positive ints (height, width), got ", fmt_pair(o));
+    int64_t n;
+    if (mul_overflows(o[0], o[1], &n) || n != grid_tokens)
+      fail(who, ": old_size ", fmt_pair(o), " has ", o[0], "*", o[1],
+           " grid tokens but the table has ", tokens, " tokens - ", num_prefix_tokens,
+           " prefix = ", grid_tokens);
+    hin = o[0];
+    win = o[1];
+  } else {
+    int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(grid_tokens))));
+    while (side > 0 && side * side > grid_tokens) side--;
+    while ((side + 1) * (side + 1) <= grid_tokens) side++;
+    if (grid_tokens == 0 || side * side != grid_tokens)
+      fail(who, ": cannot infer a square grid from ", grid_tokens, " grid tokens (", tokens,
+           " tokens - ", num_prefix_tokens, " prefix); pass old_size=(height, width)");
+    hin = win = side;
+  }
+
+  const bool interpolating = mode == VITPE_MODE_BILINEAR || mode == VITPE_MODE_BICUBIC;
+  const bool ac = align_corners.value_or(false);
+  if (ac && !interpolating)
+    fail(who, ": align_corners=True is only valid for bilinear and bicubic, not mode '",
+         mode_name, "' (as F.interpolate)");
+  if (antialias && !interpolating && mode != VITPE_MODE_LANCZOS3)
+    fail(who, ": antialias=True is only valid for bilinear and bicubic (lanczos3 always "
+         "antialiases), not mode '", mode_name, "'");
+
+  double sf[2] = {0.0, 0.0};
+  if (scale_factor.has_value()) {
+    const auto& s = *scale_factor;
+    if (s.size() != 2) fail(who, ": scale_factor must be two floats (height, width)");
+    const int64_t in[2] = {hin, win};
+    for (int i = 0; i < 2; i++) {
+      if (!(s[i] > 0.0) || !std::isfinite(s[i]))
+        fail(who, ": scale_factor must be positive and finite, got (", s[0], ", ", s[1], ")");
+      // F.interpolate(scale_factor=s) makes floor(in * s) outputs
+      const int64_t implied = static_cast<int64_t>(std::floor(static_cast<double>(in[i]) * s[i]));
+      if (implied != new_size[i])
+        fail(who, ": scale_factor (", s[0], ", ", s[1], ") on grid (", hin, ", ", win,
+             ") gives floor(in * scale) = (", static_cast<int64_t>(std::floor(hin * s[0])), ", ",
+             static_cast<int64_t>(std::floor(win * s[1])), ") but new_size is ", fmt_pair(new_size));
+      sf[i] = s[i];
+    }
+  }
+
+  const int opmath_double = r.dtype == VITPE_F64;
+  r.h = vitpe_axis{hin, new_size[0], mode, ac, antialias, opmath_double, sf[0]};
+  r.w = vitpe_axis{win, new_size[1], mode, ac, antialias, opmath_double, sf[1]};
+  check_status(vitpe_axis_check(&r.h), "checking the height axis");
+  check_status(vitpe_axis_check(&r.w), "checking the width axis");
+  return r;
+}
+
+// Allocates the (B, P + H*W, C) result, checking the element count first.
+Tensor new_table(const char* who, const Tensor& like, int64_t batch, int64_t prefix, int64_t h,
+                 int64_t w, int64_t channels) {
+  int64_t grid, tokens, rows, elems;
+  if (mul_overflows(h, w, &grid) || __builtin_add_overflow(grid, prefix, &tokens) ||
+      mul_overflows(batch, tokens, &rows) || mul_overflows(rows, channels, &elems) ||
+      elems > (int64_t(1) << 62) / 8)
+    fail(who, ": the output of ", batch, " x (", prefix, " + ", h, "*", w, ") x ", channels,
+         " elements is too large to allocate");
+  return torch::stable::new_empty(like, {batch, tokens, channels});
+}
+
+struct PlanDeleter {
+  void operator()(vitpe_plan* p) const { vitpe_plan_destroy(p); }
+};
+
+// Runs forward (backward=false) or backward over CPU tensors on torch's pool.
+void run_cpu(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
+  vitpe_plan* raw = nullptr;
+  check_status(vitpe_plan_create(&raw, &r.h, &r.w, backward ? 1 : 0), "planning the resize");
+  std::unique_ptr<vitpe_plan, PlanDeleter> plan(raw);
+
+  vitpe_io io{};
+  io.dtype = r.dtype;
+  io.batch = src.size(0);
+  io.prefix = r.prefix;
+  io.channels = src.size(2);
+  io.in_batch_stride = src.stride(0);
+  io.in_token_stride = src.stride(1);
+  io.out_batch_stride = dst.stride(0);
+  io.out_token_stride = dst.stride(1);
+
+  size_t scratch_bytes = 0;
+  check_status(vitpe_scratch_bytes(&scratch_bytes, plan.get(), &io, backward), "sizing scratch");
+  const int64_t grid_rows = backward ? r.h.in_size : r.h.out_size;
+  const int64_t rows = io.batch * grid_rows;
+  const int64_t out_w = backward ? r.w.in_size : r.w.out_size;
+  // Small tables stay on one thread: a pool hand-off costs more than they do.
+  const int64_t work = rows * out_w * io.channels;
+  int64_t chunks = std::min<int64_t>(torch::stable::get_num_threads(), rows);
+  if (work < (int64_t(1) << 16)) chunks = 1;
+  chunks = std::max<int64_t>(chunks, 1);
+
+  Tensor scratch = torch::stable::new_empty(src, {chunks * static_cast<int64_t>(scratch_bytes)},
+                                            ScalarType::Byte);
+  auto* scratch_base = static_cast<char*>(scratch.mutable_data_ptr());
+  const void* in = src.const_data_ptr();
+  void* out = dst.mutable_data_ptr();
+  std::atomic<int> status{VITPE_OK};
+  // Chunk k owns rows [k*rows/chunks, (k+1)*rows/chunks) and scratch slot k;
+  // row results do not depend on the split, so 1 and N threads agree bitwise.
+  torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; k++) {
+      const int64_t lo = k * rows / chunks, hi = (k + 1) * rows / chunks;
+      void* slot = scratch_base + k * static_cast<int64_t>(scratch_bytes);
+      int st = backward ? vitpe_backward_cpu(out, in, plan.get(), &io, lo, hi, slot)
+                        : vitpe_forward_cpu(out, in, plan.get(), &io, lo, hi, slot);
+      if (st != VITPE_OK) status.store(st);
+    }
+  });
+  check_status(status.load(), backward ? "the backward pass" : "the forward pass");
+}
+
+#ifdef VITPE_WITH_CUDA
+void run_cuda(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
+  torch::stable::accelerator::DeviceGuard guard(src.get_device_index());
+  void* stream = nullptr;
+  if (aoti_torch_get_current_cuda_stream(src.get_device_index(), &stream) != 0)
+    throw std::runtime_error("vitpe: could not get the current CUDA stream");
+  vitpe_plan_layout layout;
+  check_status(vitpe_plan_measure(&layout, &r.h, &r.w, backward ? 1 : 0), "planning the resize");
+  // The tables are built on the device, in stream order: no host copy, so the
+  // op can be captured in a CUDA graph.
+  Tensor plan = torch::stable::new_empty(src, {static_cast<int64_t>(layout.bytes)}, ScalarType::Byte);
+  vitpe_io io{};
+  io.dtype = r.dtype;
+  io.batch = src.size(0);
+  io.prefix = r.prefix;
+  io.channels = src.size(2);
+  io.in_batch_stride = src.stride(0);
+  io.in_token_stride = src.stride(1);
+  io.out_batch_stride = dst.stride(0);
+  io.out_token_stride = dst.stride(1);
+  check_status(vitpe_plan_fill_cuda(plan.mutable_data_ptr(), &layout, &r.h, &r.w, stream),
+               "building the tap tables on the GPU");
+  int st = backward ? vitpe_backward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(),
+                                          plan.const_data_ptr(), &layout, &io, stream)
+                    : vitpe_forward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(),
+                                         plan.const_data_ptr(), &layout, &io, stream);
+  check_status(st, backward ? "the CUDA backward pass" : "the CUDA forward pass");
+}
+#endif
+
+// Shared by both ops: checks `src`, allocates the result, runs the kernels.
+// Forward maps the (hin, win) grid of src to (hout, wout); backward maps a
+// gradient on the (hout, wout) grid back to (hin, win).
+Tensor resize_table(const char* who, const Tensor& src_in, const Resize& r, bool backward) {
+  const int64_t batch = src_in.size(0), channels = src_in.size(2);
+  const int64_t h = backward ? r.h.in_size : r.h.out_size;
+  const int64_t w = backward ? r.w.in_size : r.w.out_size;
+  Tensor dst = new_table(who, src_in, batch, r.prefix, h, w, channels);
+  if (batch == 0 || channels == 0) return dst;
+  // The kernels take any batch/token strides but read channels contiguously.
+  Tensor src = (src_in.stride(2) == 1 || channels == 1) ? src_in : torch::stable::contiguous(src_in);
+  if (src.is_cpu()) {
+    run_cpu(r, src, dst, backward);
+  } else if (src.is_cuda()) {
+#ifdef VITPE_WITH_CUDA
+    run_cuda(r, src, dst, backward);
+#else
+    fail(who, ": this vitpe build has no CUDA kernels (built without a CUDA toolchain). "
+         "Rebuild with the CUDA toolkit matching torch.version.cuda on PATH: "
+         "VITPE_CUDA=1 pip install --no-build-isolation --force-reinstall .");
+#endif
+  } else {
+    fail(who, ": tensors must be on the CPU or a CUDA device");
+  }
+  return dst;
+}
+
+void check_table(const char* who, const char* arg, const Tensor& t) {
+  if (t.dim() != 3)
+    fail(who, ": ", arg, " must be 3-D (batch, prefix + height*width, channels), got a ", t.dim(),
+         "-D tensor");
+}
+
+Tensor interpolate_pos_embed(Tensor pos_embed, std::vector<int64_t> new_size,
+                             std::optional<std::vector<int64_t>> old_size, int64_t num_prefix_tokens,
+                             std::string mode, std::optional<bool> align_corners, bool antialias,
+                             std::optional<std::vector<double>> scale_factor) {
+  const char* who = "interpolate_pos_embed";
+  check_table(who, "pos_embed", pos_embed);
+  Resize r = describe(who, pos_embed.size(1), pos_embed.scalar_type(), new_size, old_size,
+                      num_prefix_tokens, mode, align_corners, antialias, scale_factor);
+  return resize_table(who, pos_embed, r, /*backward=*/false);
+}
+
+Tensor interpolate_pos_embed_backward(Tensor grad_output, int64_t input_tokens,
+                                      std::vector<int64_t> new_size,
+                                      std::optional<std::vector<int64_t>> old_size,
+                                      int64_t num_prefix_tokens, std::string mode,
+                                      std::optional<bool> align_corners, bool antialias,
+                                      std::optional<std::vector<double>> scale_factor) {
+  const char* who = "interpolate_pos_embed_backward";
+  check_table(who, "grad_output", grad_output);
+  // Describe the forward resize from its input's token count, exactly as the
+  // forward op did (old_size may again be inferred), then check the gradient.
+  Resize r = describe(who, input_tokens, grad_output.scalar_type(), new_size, old_size,
+                      num_prefix_tokens, mode, align_corners, antialias, scale_factor);
+  const int64_t expected = r.prefix + r.h.out_size * r.w.out_size;  // no overflow: the axes are checked
+  if (grad_output.size(1) != expected)
+    fail(who, ": grad_output has ", grad_output.size(1), " tokens, expected ", r.prefix, " + ",
+         r.h.out_size, "*", r.w.out_size, " = ", expected);
+  return resize_table(who, grad_output, r, /*backward=*/true);
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY(vitpe, m) {
+  m.def(
+      "interpolate_pos_embed(Tensor pos_embed, SymInt[2] new_size, SymInt[2]? old_size=None, "
+      "int num_prefix_tokens=1, str mode=\"bicubic\", bool? align_corners=None, "
+      "bool antialias=False, float[2]? scale_factor=None) -> Tensor");
+  m.def(
+      "interpolate_pos_embed_backward(Tensor grad_output, SymInt input_tokens, SymInt[2] new_size, "
+      "SymInt[2]? old_size=None, int num_prefix_tokens=1, str mode=\"bicubic\", "
+      "bool? align_corners=None, bool antialias=False, float[2]? scale_factor=None) -> Tensor");
+}
+
+STABLE_TORCH_LIBRARY_IMPL(vitpe, CPU, m) {
+  m.impl("interpolate_pos_embed", TORCH_BOX(&interpolate_pos_embed));
+  m.impl("interpolate_pos_embed_backward", TORCH_BOX(&interpolate_pos_embed_backward));
+}
+
+// Registered in every build: without CUDA kernels the impl explains how to
+// rebuild instead of the dispatcher's generic "no kernel for CUDA" message.
+STABLE_TORCH_LIBRARY_IMPL(vitpe, CUDA, m) {
+  m.impl("interpolate_pos_embed", TORCH_BOX(&interpolate_pos_embed));
+  m.impl("interpolate_pos_embed_backward", TORCH_BOX(&interpolate_pos_embed_backward));
+}

@@ -1,0 +1,156 @@
+/* vitpe.h — resize Vision Transformer position embeddings, token-major, in C.
+ *
+ * The one public header of vitpe's kernels. No torch, no CUDA types: the CUDA
+ * stream is passed as void*. Every call returns a vitpe_status; nothing prints
+ * or exits.
+ *
+ * Shapes (B = batch of tables, P = prefix tokens, C = channels):
+ *   in  (B, P + Hin*Win,   C)  any batch/token strides, channel stride 1
+ *   out (B, P + Hout*Wout, C)  any batch/token strides, channel stride 1
+ * Grid tokens are row-major (token P + y*W + x), the order ViTs flatten patches.
+ * The P prefix tokens (class, distillation, registers) are copied unchanged.
+ *
+ * How a resize runs (Pillow's Resample.c, stb_image_resize's samplers):
+ *   1. plan: per axis, per output index, a tap table {start, count, weights};
+ *      for the backward pass also the transposed ("adjoint") tables, which
+ *      have the same form with inputs and outputs swapped.
+ *   2. passes: per output row, an H pass into a scratch row, then a W pass,
+ *      with the channel index innermost (the layout ViT tables already have).
+ * Backward is the forward machinery run over the adjoint tables: a gather,
+ * so every gradient element is written once, by one thread, in a fixed order
+ * (deterministic, no atomics). Backward writes dinp with "=", never "+=".
+ *
+ * Numerics follow F.interpolate (ATen's CPU kernels): indices and weights are
+ * computed in float for float32/float16/bfloat16 data (ATen's opmath) and in
+ * double for float64; data accumulate in float (double for float64) and are
+ * rounded once, on store.
+ */
+#ifndef VITPE_H
+#define VITPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum vitpe_status {
+    VITPE_OK = 0,
+    VITPE_EINVAL = 1,    /* an argument is out of its domain */
+    VITPE_ENOMEM = 2,    /* malloc failed */
+    VITPE_EOVERFLOW = 3, /* a size does not fit the index or byte arithmetic */
+    VITPE_EINTERNAL = 4, /* a table invariant broke: a bug, please report */
+    VITPE_ECUDA = 5      /* a CUDA runtime call failed */
+} vitpe_status;
+
+typedef enum vitpe_mode {
+    VITPE_MODE_NEAREST = 0,       /* F.interpolate "nearest" (legacy floor(o*scale)) */
+    VITPE_MODE_NEAREST_EXACT = 1, /* "nearest-exact": floor((o+0.5)*scale) */
+    VITPE_MODE_BILINEAR = 2,      /* triangle filter; antialias widens it when shrinking */
+    VITPE_MODE_BICUBIC = 3,       /* Keys cubic, a=-0.75 (a=-0.5 with antialias) */
+    VITPE_MODE_AREA = 4,          /* adaptive average pooling windows */
+    VITPE_MODE_LANCZOS3 = 5       /* Pillow's Lanczos (support 3), widened when shrinking */
+} vitpe_mode;
+
+typedef enum vitpe_dtype {
+    VITPE_F32 = 0,
+    VITPE_F64 = 1,
+    VITPE_F16 = 2, /* IEEE binary16, stored as uint16_t */
+    VITPE_BF16 = 3 /* bfloat16, stored as uint16_t */
+} vitpe_dtype;
+
+/* One axis of a resize. */
+typedef struct vitpe_axis {
+    int64_t in_size, out_size; /* >= 1 */
+    int32_t mode;              /* vitpe_mode */
+    int32_t align_corners;     /* 0/1; only bilinear and bicubic */
+    int32_t antialias;         /* 0/1; only bilinear and bicubic (lanczos3 always is) */
+    int32_t opmath_double;     /* 1: index/weight math in double (float64 data), 0: in float */
+    double scale_factor;       /* > 0: the user's F.interpolate scale_factor for this axis,
+                                  used for the coordinate mapping (recompute_scale_factor=False);
+                                  0: none, the mapping uses in_size / out_size */
+} vitpe_axis;
+
+/* Tap table of one axis: output o reads inputs start[o] .. start[o]+count[o]-1
+ * with weights weight[o*width + k]; slots k >= count[o] are zero. */
+typedef struct vitpe_taps {
+    int64_t n_out, n_in, width;
+    const int64_t *start, *count;
+    const double *weight;
+} vitpe_taps;
+
+/* Where each table lives inside one plan buffer (host or device memory).
+ * Index 0 = H forward, 1 = W forward, 2 = H adjoint, 3 = W adjoint. */
+typedef struct vitpe_plan_layout {
+    int64_t n_out[4], n_in[4], width[4];
+    size_t start_offset[4], count_offset[4], weight_offset[4];
+    size_t bytes;
+    int32_t with_adjoint;
+} vitpe_plan_layout;
+
+typedef struct vitpe_plan {
+    vitpe_axis h, w;
+    vitpe_plan_layout layout;
+    vitpe_taps fwd_h, fwd_w; /* out index -> input taps */
+    vitpe_taps adj_h, adj_w; /* input index -> output taps (only with_adjoint) */
+    void *buffer;            /* the plan's one allocation */
+} vitpe_plan;
+
+/* The memory layout of the tensors. Strides are in elements. */
+typedef struct vitpe_io {
+    int32_t dtype;                               /* vitpe_dtype */
+    int64_t batch, prefix, channels;             /* B, P, C */
+    int64_t in_batch_stride, in_token_stride;    /* the tensor read */
+    int64_t out_batch_stride, out_token_stride;  /* the tensor written */
+} vitpe_io;
+
+const char *vitpe_status_str(int status);
+const char *vitpe_mode_name(int mode);
+
+/* Checks one axis: sizes >= 1, flags legal for the mode (as F.interpolate). */
+int vitpe_axis_check(const vitpe_axis *axis);
+
+/* Computes table widths and byte offsets of a plan; no allocation. */
+int vitpe_plan_measure(vitpe_plan_layout *layout, const vitpe_axis *h, const vitpe_axis *w,
+                       int with_adjoint);
+/* Measures, makes the plan's one allocation, fills the tables on the host. */
+int vitpe_plan_create(vitpe_plan **plan, const vitpe_axis *h, const vitpe_axis *w,
+                      int with_adjoint);
+void vitpe_plan_destroy(vitpe_plan *plan);
+
+/* Bytes of scratch one worker of vitpe_{forward,backward}_cpu needs. */
+int vitpe_scratch_bytes(size_t *bytes, const vitpe_plan *plan, const vitpe_io *io, int backward);
+
+/* Forward: out rows [row_begin, row_end) of the B*Hout output grid rows, plus
+ * the prefix tokens of every batch whose grid row 0 is in the range. Workers
+ * with disjoint row ranges may run concurrently, each with its own scratch. */
+int vitpe_forward_cpu(void *out, const void *inp, const vitpe_plan *plan, const vitpe_io *io,
+                      int64_t row_begin, int64_t row_end, void *scratch);
+/* Backward: dinp rows [row_begin, row_end) of the B*Hin input grid rows (and
+ * the prefix gradients), gathered from dout over the adjoint tables. io's
+ * "in" strides describe dout, its "out" strides dinp. */
+int vitpe_backward_cpu(void *dinp, const void *dout, const vitpe_plan *plan, const vitpe_io *io,
+                       int64_t row_begin, int64_t row_end, void *scratch);
+
+/* Naive references: the direct 2-D formula, no plan, no separable passes.
+ * The backward reference scatters (out -> inp), the literal transpose. */
+int vitpe_forward_naive(void *out, const void *inp, const vitpe_axis *h, const vitpe_axis *w,
+                        const vitpe_io *io);
+int vitpe_backward_naive(void *dinp, const void *dout, const vitpe_axis *h,
+                         const vitpe_axis *w, const vitpe_io *io);
+
+/* CUDA (vitpe_cuda.cu). Pointers are device pointers; the plan buffer is
+ * device memory of layout->bytes, filled on the device by vitpe_plan_fill_cuda
+ * (stream-ordered, so CUDA graph capture works). stream is a cudaStream_t. */
+int vitpe_plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout,
+                         const vitpe_axis *h, const vitpe_axis *w, void *stream);
+int vitpe_forward_cuda(void *out, const void *inp, const void *plan_buffer,
+                       const vitpe_plan_layout *layout, const vitpe_io *io, void *stream);
+int vitpe_backward_cuda(void *dinp, const void *dout, const void *plan_buffer,
+                        const vitpe_plan_layout *layout, const vitpe_io *io, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VITPE_H */

@@ -1,0 +1,204 @@
+/* vitpe_plan.c — argument checks and the tap tables ("plan") of a resize.
+ *
+ * A plan holds, per axis, the forward table (output -> input taps) and, for
+ * the backward pass, the adjoint table (input -> output taps) with the very
+ * same weights transposed. All tables live in one allocation whose size is
+ * computed, with overflow checks, before the malloc (Pillow's Resample.c).
+ * The tap formulas themselves are in vitpe_taps.h, shared with the GPU.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "vitpe.h"
+#include "vitpe_taps.h"
+
+/* Grids beyond this would lose exactness in ATen's float index math. */
+#define VITPE_MAX_AXIS ((int64_t)1 << 24)
+
+const char *vitpe_status_str(int status) {
+    switch (status) {
+    case VITPE_OK: return "ok";
+    case VITPE_EINVAL: return "invalid argument";
+    case VITPE_ENOMEM: return "out of memory";
+    case VITPE_EOVERFLOW: return "size overflow";
+    case VITPE_EINTERNAL: return "internal error (inconsistent tap tables)";
+    case VITPE_ECUDA: return "CUDA error";
+    default: return "unknown status";
+    }
+}
+
+const char *vitpe_mode_name(int mode) {
+    switch (mode) {
+    case VITPE_MODE_NEAREST: return "nearest";
+    case VITPE_MODE_NEAREST_EXACT: return "nearest-exact";
+    case VITPE_MODE_BILINEAR: return "bilinear";
+    case VITPE_MODE_BICUBIC: return "bicubic";
+    case VITPE_MODE_AREA: return "area";
+    case VITPE_MODE_LANCZOS3: return "lanczos3";
+    default: return "unknown";
+    }
+}
+
+int vitpe_axis_check(const vitpe_axis *ax) {
+    if (!ax) return VITPE_EINVAL;
+    if (ax->in_size < 1 || ax->out_size < 1) return VITPE_EINVAL;
+    if (ax->in_size > VITPE_MAX_AXIS || ax->out_size > VITPE_MAX_AXIS) return VITPE_EOVERFLOW;
+    if (ax->mode < VITPE_MODE_NEAREST || ax->mode > VITPE_MODE_LANCZOS3) return VITPE_EINVAL;
+    int interpolating = ax->mode == VITPE_MODE_BILINEAR || ax->mode == VITPE_MODE_BICUBIC;
+    if (ax->align_corners && !interpolating) return VITPE_EINVAL;
+    if (ax->antialias && !interpolating && ax->mode != VITPE_MODE_LANCZOS3) return VITPE_EINVAL;
+    if (!(ax->scale_factor >= 0.0) || ax->scale_factor > 1e300) return VITPE_EINVAL; /* NaN too */
+    return VITPE_OK;
+}
+
+/* a*b and a+b on size_t, failing instead of wrapping */
+static int vitpe__mul(size_t *r, size_t a, size_t b) {
+    if (a != 0 && b > SIZE_MAX / a) return VITPE_EOVERFLOW;
+    *r = a * b;
+    return VITPE_OK;
+}
+static int vitpe__add(size_t *r, size_t a, size_t b) {
+    if (b > SIZE_MAX - a) return VITPE_EOVERFLOW;
+    *r = a + b;
+    return VITPE_OK;
+}
+
+/* Appends a table of n rows x width weights to the layout. */
+static int vitpe__layout_table(vitpe_plan_layout *L, int t, int64_t n_out, int64_t n_in,
+                               int64_t width) {
+    size_t idx_bytes, w_bytes;
+    int st;
+    L->n_out[t] = n_out;
+    L->n_in[t] = n_in;
+    L->width[t] = width;
+    if ((st = vitpe__mul(&idx_bytes, (size_t)n_out, sizeof(int64_t)))) return st;
+    if ((st = vitpe__mul(&w_bytes, (size_t)n_out, (size_t)width))) return st;
+    if ((st = vitpe__mul(&w_bytes, w_bytes, sizeof(double)))) return st;
+    L->start_offset[t] = L->bytes;
+    if ((st = vitpe__add(&L->bytes, L->bytes, idx_bytes))) return st;
+    L->count_offset[t] = L->bytes;
+    if ((st = vitpe__add(&L->bytes, L->bytes, idx_bytes))) return st;
+    L->weight_offset[t] = L->bytes;
+    return vitpe__add(&L->bytes, L->bytes, w_bytes);
+}
+
+static int64_t vitpe__adjoint_width(const vitpe_axis *ax) {
+    int64_t width = 0, first;
+    for (int64_t i = 0; i < ax->in_size; i++) {
+        int64_t c = vitpe__axis_adjoint_range(ax, i, &first);
+        if (c > width) width = c;
+    }
+    return width;
+}
+
+int vitpe_plan_measure(vitpe_plan_layout *L, const vitpe_axis *h, const vitpe_axis *w,
+                       int with_adjoint) {
+    int st;
+    if (!L) return VITPE_EINVAL;
+    memset(L, 0, sizeof(*L));
+    if ((st = vitpe_axis_check(h)) || (st = vitpe_axis_check(w))) return st;
+    L->with_adjoint = with_adjoint ? 1 : 0;
+    if ((st = vitpe__layout_table(L, 0, h->out_size, h->in_size, vitpe__axis_width(h)))) return st;
+    if ((st = vitpe__layout_table(L, 1, w->out_size, w->in_size, vitpe__axis_width(w)))) return st;
+    if (with_adjoint) {
+        if ((st = vitpe__layout_table(L, 2, h->in_size, h->out_size, vitpe__adjoint_width(h))))
+            return st;
+        if ((st = vitpe__layout_table(L, 3, w->in_size, w->out_size, vitpe__adjoint_width(w))))
+            return st;
+    }
+    return VITPE_OK;
+}
+
+static vitpe_taps vitpe__view(void *buffer, const vitpe_plan_layout *L, int t) {
+    vitpe_taps v;
+    char *base = (char *)buffer;
+    v.n_out = L->n_out[t];
+    v.n_in = L->n_in[t];
+    v.width = L->width[t];
+    v.start = (const int64_t *)(base + L->start_offset[t]);
+    v.count = (const int64_t *)(base + L->count_offset[t]);
+    v.weight = (const double *)(base + L->weight_offset[t]);
+    return v;
+}
+
+static int vitpe__fill_forward(void *buffer, const vitpe_plan_layout *L, int t,
+                               const vitpe_axis *ax) {
+    char *base = (char *)buffer;
+    int64_t *start = (int64_t *)(base + L->start_offset[t]);
+    int64_t *count = (int64_t *)(base + L->count_offset[t]);
+    double *weight = (double *)(base + L->weight_offset[t]);
+    const int64_t width = L->width[t];
+    memset(weight, 0, (size_t)L->n_out[t] * (size_t)width * sizeof(double));
+    for (int64_t o = 0; o < L->n_out[t]; o++) {
+        count[o] = vitpe__axis_taps(ax, o, &start[o], weight + o * width);
+        if (count[o] < 0 || count[o] > width || start[o] < 0 || start[o] + count[o] > ax->in_size)
+            return VITPE_EINTERNAL;
+    }
+    return VITPE_OK;
+}
+
+/* Transposes the forward table fwd into slot t, checking that every forward
+ * tap lands in the adjoint range found by the binary search. */
+static int vitpe__fill_adjoint(void *buffer, const vitpe_plan_layout *L, int t,
+                               const vitpe_axis *ax, vitpe_taps fwd) {
+    char *base = (char *)buffer;
+    int64_t *start = (int64_t *)(base + L->start_offset[t]);
+    int64_t *count = (int64_t *)(base + L->count_offset[t]);
+    double *weight = (double *)(base + L->weight_offset[t]);
+    const int64_t width = L->width[t];
+    int64_t placed = 0, total = 0;
+    memset(weight, 0, (size_t)L->n_out[t] * (size_t)width * sizeof(double));
+    for (int64_t i = 0; i < ax->in_size; i++) {
+        count[i] = vitpe__axis_adjoint_range(ax, i, &start[i]);
+        if (count[i] > width) return VITPE_EINTERNAL;
+        for (int64_t k = 0; k < count[i]; k++) {
+            int64_t o = start[i] + k, j = i - fwd.start[o];
+            if (j >= 0 && j < fwd.count[o]) {
+                weight[i * width + k] = fwd.weight[o * fwd.width + j];
+                placed++;
+            }
+        }
+    }
+    for (int64_t o = 0; o < fwd.n_out; o++) total += fwd.count[o];
+    return placed == total ? VITPE_OK : VITPE_EINTERNAL;
+}
+
+int vitpe_plan_create(vitpe_plan **out, const vitpe_axis *h, const vitpe_axis *w,
+                      int with_adjoint) {
+    vitpe_plan *plan;
+    vitpe_plan_layout L;
+    size_t header, bytes;
+    int st;
+    if (!out) return VITPE_EINVAL;
+    *out = NULL;
+    if ((st = vitpe_plan_measure(&L, h, w, with_adjoint))) return st;
+    /* one allocation: the struct, then the tables (8-byte aligned after it) */
+    header = (sizeof(vitpe_plan) + 15) & ~(size_t)15;
+    if ((st = vitpe__add(&bytes, header, L.bytes))) return st;
+    plan = (vitpe_plan *)malloc(bytes); /* malloc check ok, overflow checked above */
+    if (!plan) return VITPE_ENOMEM;
+    memset(plan, 0, sizeof(*plan));
+    plan->h = *h;
+    plan->w = *w;
+    plan->layout = L;
+    plan->buffer = (char *)plan + header;
+    if ((st = vitpe__fill_forward(plan->buffer, &L, 0, h)) ||
+        (st = vitpe__fill_forward(plan->buffer, &L, 1, w)))
+        goto fail;
+    plan->fwd_h = vitpe__view(plan->buffer, &L, 0);
+    plan->fwd_w = vitpe__view(plan->buffer, &L, 1);
+    if (with_adjoint) {
+        if ((st = vitpe__fill_adjoint(plan->buffer, &L, 2, h, plan->fwd_h)) ||
+            (st = vitpe__fill_adjoint(plan->buffer, &L, 3, w, plan->fwd_w)))
+            goto fail;
+        plan->adj_h = vitpe__view(plan->buffer, &L, 2);
+        plan->adj_w = vitpe__view(plan->buffer, &L, 3);
+    }
+    *out = plan;
+    return VITPE_OK;
+fail:
+    free(plan);
+    return st;
+}
+
+void vitpe_plan_destroy(vitpe_plan *plan) { free(plan); }

@@ -1,0 +1,262 @@
+/* vitpe_taps.h — the per-axis tap formulas, shared by the host plan (C) and
+ * the device plan (CUDA). Internal: include after vitpe.h.
+ *
+ * For one axis and one output index o, vitpe__axis_taps() gives the inputs
+ * start .. start+count-1 that o reads and their weights. These are ATen's
+ * formulas (aten/src/ATen/native/UpSample.h, cpu/UpSampleKernel.cpp),
+ * including their float arithmetic: when opmath_double is 0 every step is
+ * rounded to float, as ATen's opmath_t=float does for float32/16/bf16 data.
+ * We emulate a float operation by the double operation followed by a
+ * rounding to float; for + - * / that is exact (double carries more than
+ * 2*24+2 bits, so the double rounding is innocuous). Build this file with
+ * -ffp-contract=off (host) / -fmad=false (device) so no FMA sneaks in.
+ *
+ * Tap windows are monotone: start(o) and start(o)+count(o) never decrease
+ * with o. The adjoint (which outputs read input i) is therefore a contiguous
+ * range of outputs, found by binary search.
+ */
+#ifndef VITPE_TAPS_H
+#define VITPE_TAPS_H
+
+#include <math.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define VITPE_HD static __host__ __device__ __forceinline__
+#else
+#define VITPE_HD static inline
+#endif
+
+/* Round to the opmath type: float unless the axis computes in double. */
+VITPE_HD double vitpe__r(double x, int opmath_double) {
+    return opmath_double ? x : (double)(float)x;
+}
+
+VITPE_HD int64_t vitpe__min64(int64_t a, int64_t b) { return a < b ? a : b; }
+VITPE_HD int64_t vitpe__max64(int64_t a, int64_t b) { return a > b ? a : b; }
+VITPE_HD int64_t vitpe__clamp64(int64_t x, int64_t lo, int64_t hi) {
+    return x < lo ? lo : (x > hi ? hi : x);
+}
+
+/* True where ATen leaves the axis untouched: same size and a mode whose
+ * kernel special-cases it (linear: "scale_factor = 1, simply copy"; the
+ * antialiased separable kernel skips a dimension whose size is unchanged).
+ * Bicubic, nearest-exact and area have no such shortcut. */
+VITPE_HD int vitpe__axis_is_copy(const vitpe_axis *ax) {
+    if (ax->in_size != ax->out_size) return 0;
+    if (ax->mode == VITPE_MODE_NEAREST || ax->mode == VITPE_MODE_LANCZOS3) return 1;
+    if (ax->mode == VITPE_MODE_BILINEAR) return 1; /* with or without antialias */
+    if (ax->mode == VITPE_MODE_BICUBIC) return ax->antialias;
+    return 0;
+}
+
+/* compute_scales_value: 1/scale_factor when given, else in/out. */
+VITPE_HD double vitpe__scales_value(const vitpe_axis *ax, int dbl) {
+    return ax->scale_factor > 0.0 ? vitpe__r(1.0 / ax->scale_factor, dbl)
+                                  : vitpe__r((double)ax->in_size / (double)ax->out_size, dbl);
+}
+
+/* area_pixel_compute_scale: align_corners ignores scale_factor. */
+VITPE_HD double vitpe__area_scale(const vitpe_axis *ax, int dbl) {
+    if (ax->align_corners)
+        return ax->out_size > 1
+                   ? vitpe__r((double)(ax->in_size - 1) / (double)(ax->out_size - 1), dbl)
+                   : 0.0;
+    return vitpe__scales_value(ax, dbl);
+}
+
+/* area_pixel_compute_source_index */
+VITPE_HD double vitpe__source_index(double scale, int64_t o, int align_corners, int cubic,
+                                    int dbl) {
+    if (align_corners) return vitpe__r(scale * (double)o, dbl);
+    double r = vitpe__r(vitpe__r(scale * ((double)o + 0.5), dbl) - 0.5, dbl);
+    return (!cubic && r < 0.0) ? 0.0 : r;
+}
+
+/* guard_index_and_lambda: note ATen's floorf, which rounds a double index to
+ * float first; we keep that so the chosen taps agree. */
+VITPE_HD int64_t vitpe__guard_index(double r, int64_t in_size, double *lambda, int dbl) {
+    int64_t i0 = vitpe__min64((int64_t)floorf((float)r), in_size - 1);
+    double t = vitpe__r(r - (double)i0, dbl);
+    *lambda = t < 0.0 ? 0.0 : (t > 1.0 ? 1.0 : t);
+    return i0;
+}
+
+/* Keys cubic convolution (UpSample.h cubic_convolution1/2), in opmath. */
+VITPE_HD double vitpe__cubic1(double x, double A, int dbl) { /* |x| <= 1 */
+    double v = vitpe__r(vitpe__r((A + 2.0) * x, dbl) - (A + 3.0), dbl);
+    v = vitpe__r(vitpe__r(v * x, dbl) * x, dbl);
+    return vitpe__r(v + 1.0, dbl);
+}
+VITPE_HD double vitpe__cubic2(double x, double A, int dbl) { /* 1 < |x| < 2 */
+    double v = vitpe__r(vitpe__r(A * x, dbl) - 5.0 * A, dbl);
+    v = vitpe__r(vitpe__r(v * x, dbl) + 8.0 * A, dbl);
+    return vitpe__r(vitpe__r(v * x, dbl) - 4.0 * A, dbl);
+}
+
+/* The antialias filters, evaluated at a distance already scaled by invscale. */
+VITPE_HD double vitpe__aa_filter(int mode, double x, int dbl) {
+    if (x < 0.0) x = -x;
+    if (mode == VITPE_MODE_BILINEAR) return x < 1.0 ? vitpe__r(1.0 - x, dbl) : 0.0;
+    if (mode == VITPE_MODE_BICUBIC) { /* Keys with a = -0.5 (Pillow), as ATen's aa path */
+        if (x < 1.0) return vitpe__cubic1(x, -0.5, dbl);
+        if (x < 2.0) return vitpe__cubic2(x, -0.5, dbl);
+        return 0.0;
+    }
+    /* Lanczos3 (Pillow's lanczos_filter: sinc(x) * sinc(x/3) on [-3, 3)). */
+    if (x >= 3.0) return 0.0;
+    if (x == 0.0) return 1.0;
+    {
+        const double pi = 3.14159265358979323846;
+        double a = x * pi, b = x * (pi / 3.0);
+        return vitpe__r((sin(a) / a) * (sin(b) / b), dbl);
+    }
+}
+
+/* Half-width of the filter window in input samples (Pillow's "support"). */
+VITPE_HD double vitpe__aa_support(const vitpe_axis *ax, double scale, int dbl) {
+    double half = ax->mode == VITPE_MODE_BILINEAR ? 1.0 : (ax->mode == VITPE_MODE_BICUBIC ? 2.0 : 3.0);
+    return scale >= 1.0 ? vitpe__r(half * scale, dbl) : half;
+}
+
+/* An upper bound of count over all outputs of the axis. */
+VITPE_HD int64_t vitpe__axis_width(const vitpe_axis *ax) {
+    if (vitpe__axis_is_copy(ax)) return 1;
+    switch (ax->mode) {
+    case VITPE_MODE_NEAREST:
+    case VITPE_MODE_NEAREST_EXACT: return 1;
+    case VITPE_MODE_AREA: return ax->in_size / ax->out_size + 2;
+    case VITPE_MODE_BILINEAR:
+    case VITPE_MODE_BICUBIC:
+        if (!ax->antialias) return ax->mode == VITPE_MODE_BILINEAR ? 2 : 4;
+        /* fall through */
+    default: {
+        int dbl = ax->opmath_double;
+        double scale = vitpe__area_scale(ax, dbl);
+        return (int64_t)ceil(vitpe__aa_support(ax, scale, dbl)) * 2 + 1;
+    }
+    }
+}
+
+/* Taps of output o: returns count, sets *start, and writes count weights to
+ * w unless w is NULL (then only the window is computed). */
+VITPE_HD int64_t vitpe__axis_taps(const vitpe_axis *ax, int64_t o, int64_t *start, double *w) {
+    const int64_t in = ax->in_size, out = ax->out_size;
+    const int dbl = ax->opmath_double;
+    if (vitpe__axis_is_copy(ax)) {
+        *start = o;
+        if (w) w[0] = 1.0;
+        return 1;
+    }
+    switch (ax->mode) {
+    case VITPE_MODE_NEAREST: { /* nearest_idx */
+        int64_t i;
+        if (out == 2 * in) i = o >> 1;
+        else {
+            float s = (float)vitpe__scales_value(ax, 0);
+            i = vitpe__min64((int64_t)floorf((float)o * s), in - 1);
+        }
+        *start = i;
+        if (w) w[0] = 1.0;
+        return 1;
+    }
+    case VITPE_MODE_NEAREST_EXACT: { /* nearest_exact_idx: (o + 0.5) * scale in double */
+        float s = (float)vitpe__scales_value(ax, 0);
+        *start = vitpe__min64((int64_t)floorf((float)(((double)o + 0.5) * (double)s)), in - 1);
+        if (w) w[0] = 1.0;
+        return 1;
+    }
+    case VITPE_MODE_AREA: { /* adaptive_avg_pool: [floor(o*in/out), ceil((o+1)*in/out)) */
+        int64_t s = (o * in) / out, e = ((o + 1) * in + out - 1) / out;
+        *start = s;
+        if (w)
+            for (int64_t k = 0; k < e - s; k++) w[k] = 1.0 / (double)(e - s);
+        return e - s;
+    }
+    case VITPE_MODE_BILINEAR:
+        if (!ax->antialias) { /* compute_source_index_and_lambda */
+            double scale = vitpe__area_scale(ax, dbl), l1;
+            double r = vitpe__source_index(scale, o, ax->align_corners, 0, dbl);
+            int64_t i0 = vitpe__guard_index(r, in, &l1, dbl);
+            *start = i0;
+            if (i0 < in - 1) {
+                if (w) { w[0] = vitpe__r(1.0 - l1, dbl); w[1] = l1; }
+                return 2;
+            }
+            /* the last sample: both taps are i0, the weights add up */
+            if (w) w[0] = vitpe__r(1.0 - l1, dbl) + l1;
+            return 1;
+        }
+        break;
+    case VITPE_MODE_BICUBIC:
+        if (!ax->antialias) { /* HelperInterpCubic: taps i0-1..i0+2 clamped to the edge */
+            double scale = vitpe__area_scale(ax, dbl), t;
+            double r = vitpe__source_index(scale, o, ax->align_corners, 1, dbl);
+            int64_t i0 = vitpe__guard_index(r, in, &t, dbl);
+            int64_t lo = vitpe__clamp64(i0 - 1, 0, in - 1), hi = vitpe__clamp64(i0 + 2, 0, in - 1);
+            *start = lo;
+            if (w) {
+                const double A = -0.75;
+                double c[4], x2 = vitpe__r(1.0 - t, dbl);
+                c[0] = vitpe__cubic2(vitpe__r(t + 1.0, dbl), A, dbl);
+                c[1] = vitpe__cubic1(t, A, dbl);
+                c[2] = vitpe__cubic1(x2, A, dbl);
+                c[3] = vitpe__cubic2(vitpe__r(x2 + 1.0, dbl), A, dbl);
+                for (int64_t k = 0; k <= hi - lo; k++) w[k] = 0.0;
+                /* clamped taps read the same sample: merge their weights */
+                for (int j = 0; j < 4; j++) w[vitpe__clamp64(i0 - 1 + j, 0, in - 1) - lo] += c[j];
+            }
+            return hi - lo + 1;
+        }
+        break;
+    default: break;
+    }
+    { /* antialiased bilinear/bicubic and lanczos3: Pillow's precompute_coeffs,
+         as ATen's _compute_indices_min_size_weights_aa (align_corners only
+         changes the scale). Lanczos3 uses the same window and weights; on
+         torch >= 2.14 it matches F.interpolate(mode="lanczos", antialias=True). */
+        const int d = dbl;
+        double scale = vitpe__area_scale(ax, d);
+        double support = vitpe__aa_support(ax, scale, d);
+        int64_t max_taps = (int64_t)ceil(support) * 2 + 1;
+        double center = vitpe__r(scale * ((double)o + 0.5), d);
+        double invscale = scale >= 1.0 ? vitpe__r(1.0 / scale, d) : 1.0;
+        int64_t xmin = vitpe__max64((int64_t)(vitpe__r(center - support, d) + 0.5), 0);
+        int64_t xsize = vitpe__min64((int64_t)(vitpe__r(center + support, d) + 0.5), in) - xmin;
+        xsize = vitpe__clamp64(xsize, 0, max_taps);
+        *start = xmin;
+        if (w) {
+            double total = 0.0;
+            for (int64_t j = 0; j < xsize; j++) {
+                double x = vitpe__r((double)(j + xmin) - center, d) + 0.5;
+                w[j] = vitpe__aa_filter(ax->mode, vitpe__r(x * invscale, d), d);
+                total = vitpe__r(total + w[j], d);
+            }
+            if (total != 0.0)
+                for (int64_t j = 0; j < xsize; j++) w[j] = vitpe__r(w[j] / total, d);
+        }
+        return xsize;
+    }
+}
+
+/* The adjoint of output->input taps: the outputs o in [*first, *first+count)
+ * whose windows contain input i. Binary search over the monotone windows. */
+VITPE_HD int64_t vitpe__axis_adjoint_range(const vitpe_axis *ax, int64_t i, int64_t *first) {
+    int64_t lo = 0, hi = ax->out_size, s;
+    while (lo < hi) { /* first o with window end > i */
+        int64_t mid = lo + (hi - lo) / 2, c = vitpe__axis_taps(ax, mid, &s, 0);
+        if (s + c > i) hi = mid;
+        else lo = mid + 1;
+    }
+    *first = lo;
+    hi = ax->out_size;
+    while (lo < hi) { /* first o with window start > i */
+        int64_t mid = lo + (hi - lo) / 2;
+        vitpe__axis_taps(ax, mid, &s, 0);
+        if (s > i) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo - *first;
+}
+
+#endif /* VITPE_TAPS_H */

@@ -1,0 +1,82 @@
+"""Build vitpe_ext._C: pure-C kernels (a static library compiled as C11 by the C
+compiler, not by ninja's C++ rule), CUDA C kernels when a matching toolkit is
+present, and a thin C++ shim on the LibTorch stable ABI.
+
+Switches (environment):
+  VITPE_CUDA=1   build the CUDA kernels (fail if no toolkit matches torch)
+  VITPE_CUDA=0   CPU only
+  (unset)        CUDA when torch is a CUDA build and nvcc of the same major
+                 version is found
+  VITPE_DEBUG=1  -O0 -g
+  TORCH_CUDA_ARCH_LIST  GPU architectures (default "8.0;9.0+PTX")
+"""
+import os
+import re
+import subprocess
+
+from setuptools import setup
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+# The oldest torch the binary loads into: the stable ABI keeps it valid for
+# every later release (2.11 ... 2.14 and on).
+TARGET_VERSION = "-DTORCH_TARGET_VERSION=0x020b000000000000"
+DEBUG = os.environ.get("VITPE_DEBUG") == "1"
+OPT = ["-O0", "-g"] if DEBUG else ["-O3"]
+
+
+def nvcc_major():
+    if CUDA_HOME is None:
+        return None
+    try:
+        out = subprocess.run([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    m = re.search(r"release (\d+)\.", out)
+    return int(m.group(1)) if m else None
+
+
+def want_cuda():
+    switch = os.environ.get("VITPE_CUDA")
+    if switch == "0":
+        return False
+    torch_cuda = torch.version.cuda
+    matches = torch_cuda is not None and nvcc_major() == int(torch_cuda.split(".")[0])
+    if switch == "1" and not matches:
+        raise RuntimeError(
+            f"VITPE_CUDA=1 but no CUDA toolkit matches torch (torch.version.cuda={torch_cuda}, "
+            f"CUDA_HOME={CUDA_HOME}, nvcc major={nvcc_major()})")
+    return matches
+
+
+CUDA = want_cuda()
+if CUDA:
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+
+# -ffp-contract=off: the tap formulas emulate ATen's float arithmetic step by
+# step; a fused multiply-add would round differently.
+C_FLAGS = OPT + ["-std=c11", "-fPIC", "-ffp-contract=off", "-Wall", "-Wextra"]
+CXX_FLAGS = OPT + ["-std=c++17", "-DPy_LIMITED_API=0x03090000", TARGET_VERSION]
+NVCC_FLAGS = OPT + ["-fmad=false", "-std=c++17"]
+sources = ["csrc/shim.cpp"]
+if CUDA:
+    CXX_FLAGS += ["-DUSE_CUDA", "-DVITPE_WITH_CUDA"]
+    sources += ["csrc/vitpe_cuda.cu"]
+Extension = CUDAExtension if CUDA else CppExtension
+
+setup(
+    libraries=[("vitpe_kernels", {
+        "sources": ["csrc/vitpe_plan.c", "csrc/vitpe_cpu.c"],
+        "include_dirs": ["csrc"],
+        "cflags": C_FLAGS,
+    })],
+    ext_modules=[Extension(
+        "vitpe_ext._C", sources,
+        include_dirs=[os.path.abspath("csrc")],
+        py_limited_api=True,
+        extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
+    )],
+    cmdclass={"build_ext": BuildExtension},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)

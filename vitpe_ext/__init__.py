@@ -1,0 +1,15 @@
+"""vitpe: resize Vision Transformer position embeddings, exactly as
+F.interpolate would, without permute copies, with a deterministic backward.
+
+    import vitpe_ext
+    new = vitpe_ext.interpolate_pos_embed(pos_embed, (24, 24), mode="bicubic")
+
+The op itself is torch.ops.vitpe.interpolate_pos_embed; importing this
+package loads it (vitpe_ext._C) and registers its fake and autograd kernels.
+"""
+from . import _C  # noqa: F401  (registers torch.ops.vitpe.* before ops.py uses them)
+from . import ops
+from .ops import MODES, interpolate_pos_embed
+
+__version__ = "0.1.0"
+__all__ = ["interpolate_pos_embed", "MODES", "ops", "__version__"]
