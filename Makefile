@@ -1,0 +1,46 @@
+# vitpe — every target does its own set-up on a fresh machine:
+#   make demo    the main job: build, then resize a ViT-B/16 table in every mode
+#   make test    build, then run every test (pure-C kernels under ASan/UBSan, pytest)
+#   make bench   build, then the benchmark against the anchors (CPU)
+# Python 3.11 with torch 2.14.1 / torchvision 0.29.1 (they lie on this machine's
+# disk; pip takes them from there). The extension is built against the installed
+# torch, so pip must not isolate the build (it would fetch another torch).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# Test/CLI extras: timm (drop-in tests), safetensors (checkpoints), matplotlib (plots).
+DEPS   := torch==2.14.1 torchvision==0.29.1 numpy pillow pytest ninja setuptools wheel \
+          timm safetensors matplotlib scipy
+
+.PHONY: all setup build test ctest pytest demo bench clean
+all: test
+
+$(VENV)/.deps-stamp: Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(DEPS)
+	touch $@
+
+setup: $(VENV)/.deps-stamp
+
+# Rebuilds every time: cheap when nothing changed, and never stale.
+build: setup
+	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install -q --no-build-isolation --no-deps -e .
+
+ctest:
+	$(MAKE) -C tests/c test
+
+pytest: build
+	$(PY) -m pytest -q tests
+
+test: build ctest
+	$(PY) -m pytest -q tests
+
+demo: build
+	$(VENV)/bin/vitpe demo
+
+bench: build
+	$(VENV)/bin/vitpe bench --device cpu
+
+clean:
+	rm -rf build *.egg-info vitpe_ext/*.so tests/c/build
