@@ -10,6 +10,8 @@ package loads it (vitpe_ext._C) and registers its fake and autograd kernels.
 from . import _C  # noqa: F401  (registers torch.ops.vitpe.* before ops.py uses them)
 from . import ops
 from .ops import MODES, interpolate_pos_embed
+from . import profiles
+from .profiles import PROFILES
 
 __version__ = "0.1.0"
-__all__ = ["interpolate_pos_embed", "MODES", "ops", "__version__"]
+__all__ = ["interpolate_pos_embed", "MODES", "ops", "profiles", "PROFILES", "__version__"]

@@ -32,10 +32,11 @@ def interpolate_pos_embed(
     new_size: Size2,
     old_size: Optional[Size2] = None,
     num_prefix_tokens: int = 1,
-    mode: str = "bicubic",
+    mode: Optional[str] = None,
     align_corners: Optional[bool] = None,
-    antialias: bool = False,
+    antialias: Optional[bool] = None,
     scale_factor: Optional[Union[float, Sequence[float]]] = None,
+    profile: Optional[str] = None,
 ) -> torch.Tensor:
     """Resize a ViT position-embedding table to a new patch grid.
 
@@ -47,6 +48,11 @@ def interpolate_pos_embed(
     mode, align_corners, antialias, scale_factor: as F.interpolate on the grid
         (scale_factor as with recompute_scale_factor=False; it must give
         floor(old * scale) == new_size). mode also takes "lanczos3".
+        Unset (None): mode "bicubic", antialias False, or the profile's.
+    profile: reproduce one library's resize exactly: "torchvision", "timm",
+        "hf", "mae", "dinov2", "dinov2-reg", "big_vision" (vitpe_ext.profiles).
+        It sets mode/align_corners/antialias/coordinate mapping/compute dtype;
+        an explicit argument contradicting it raises ValueError.
 
     Returns (B, P + Hout*Wout, C) (or 2-D if given 2-D), contiguous, same
     dtype and device; differentiable to any order.
@@ -54,6 +60,13 @@ def interpolate_pos_embed(
     squeeze = pos_embed.dim() == 2
     if squeeze:
         pos_embed = pos_embed.unsqueeze(0)
+    if profile is not None:
+        from . import profiles  # lazy: profiles calls back into this function
+        resolved = profiles.resolve(profile, mode, align_corners, antialias, scale_factor)
+        out = profiles.interpolate_with_profile(pos_embed, new_size, old_size, num_prefix_tokens, resolved)
+        return out.squeeze(0) if squeeze else out
+    mode = "bicubic" if mode is None else mode
+    antialias = False if antialias is None else antialias
     if scale_factor is not None:
         scale_factor = [float(s) for s in (_pair(scale_factor, "scale_factor")
                                            if isinstance(scale_factor, (list, tuple))
