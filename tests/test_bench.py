@@ -1,0 +1,90 @@
+"""The benchmark harness (vitpe_ext/bench.py): it runs end to end on the tiny
+case, writes parseable JSON, and its verification catches a wrong op."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import vitpe_ext  # noqa: F401  (loads torch.ops.vitpe.*)
+from vitpe_ext import bench
+
+FAST = ["--cases", "smoke", "--min-time", "0.002", "--repeats", "1"]
+
+
+def test_smoke_case_end_to_end(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    rc = bench.main(FAST + ["--modes", "bicubic-ac,nearest", "--dtypes", "float32,bfloat16",
+                            "--threads", str(torch.get_num_threads()), "--json", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert out.startswith("vitpe bench |") and "torch " + torch.__version__ in out
+    assert "recipe/op" in out and "op/copy" in out
+    data = json.loads(path.read_text())
+    assert data["machine"]["torch"] == torch.__version__
+    rows = data["rows"]
+    # 2 modes x 2 dtypes x 2 passes, in that nesting order
+    assert [(r["mode"], r["dtype"], r["passes"]) for r in rows] == [
+        (m, d, p) for m in ("bicubic-ac", "nearest") for d in ("float32", "bfloat16")
+        for p in ("fwd", "fwdbwd")]
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["case"] == "smoke" and (r["hin"], r["hout"]) == (5, 7)
+        for name in ("op", "recipe", "copy"):
+            assert r["seconds"][name] > 0, (name, r)
+        assert r["recipe_over_op"] == pytest.approx(r["seconds"]["recipe"] / r["seconds"]["op"])
+        assert r["op_over_copy"] == pytest.approx(r["seconds"]["op"] / r["seconds"]["copy"])
+        # torchvision's convention: bicubic/bilinear with align_corners=True only
+        assert (r["seconds"]["torchvision"] is not None) == (r["mode"] == "bicubic-ac")
+
+
+# bf16: 2e-2 is several ulps, so the perturbation survives the rounding
+@pytest.mark.parametrize("dtype,relative_error", [("float32", 1e-2), ("float32", 1e-4),
+                                                  ("bfloat16", 2e-2)])
+def test_verification_catches_a_wrong_result(monkeypatch, tmp_path, capsys, dtype, relative_error):
+    real = bench.ops.interpolate_pos_embed
+    calls = []
+
+    def perturbed(*args, **kwargs):
+        calls.append(1)
+        out = real(*args, **kwargs)
+        # a scaled result: the gradient of fwd+bwd rows is scaled with it
+        return out * (1 + relative_error)
+
+    monkeypatch.setattr(bench.ops, "interpolate_pos_embed", perturbed)
+    path = tmp_path / "bench.json"
+    rc = bench.main(FAST + ["--modes", "bilinear", "--dtypes", dtype, "--json", str(path)])
+    captured = capsys.readouterr()
+    assert calls, "the harness did not call the op through vitpe_ext.ops"
+    rows = json.loads(path.read_text())["rows"]
+    assert rc == 1
+    assert [r["status"] for r in rows] == ["FAILED", "FAILED"]
+    assert all(r["seconds"] == {} for r in rows), "failed rows must not be timed"
+    assert "FAILED" in captured.out and "FAILED verification" in captured.err
+
+
+def test_the_op_raising_marks_the_row_failed(monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(bench.ops, "interpolate_pos_embed", broken)
+    rc = bench.main(FAST + ["--modes", "area", "--dtypes", "float32", "--passes", "fwd"])
+    out = capsys.readouterr().out
+    assert rc == 1 and "FAILED (RuntimeError: boom)" in out
+
+
+def test_lanczos_rows_are_not_applicable_without_torch_lanczos(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "torch_has_lanczos", lambda: False)
+    rc = bench.main(FAST + ["--modes", "lanczos3", "--dtypes", "float32", "--passes", "fwd"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "n/a" in out
+
+
+@pytest.mark.parametrize("argv", [["--cases", "vit-huge"], ["--modes", "bicubic,cubic"],
+                                  ["--dtypes", "int8"], ["--passes", "bwd"]])
+def test_unknown_names_are_rejected(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    assert "choose from" in capsys.readouterr().err

@@ -1,0 +1,460 @@
+"""vitpe bench: time the op against the anchors' ways of resizing a table.
+
+    python -m vitpe_ext.bench --device cpu --threads 2 --cases vitb16-512 \
+        --modes bicubic-ac --dtypes float32 --json bench.json
+
+Every row is verified before it is timed, in the same process: the op's
+output (and, for fwd+bwd rows, its input gradient) must match the recipe
+(vitpe_ext.reference.recipe_interpolate) -- float32 at assert_close's
+default tolerance against the float32 recipe, bfloat16/float16 within one
+rounding of the float64 recipe. A row that does not match is marked FAILED
+and the exit code is 1.
+
+Each row times, for one case x mode x dtype x pass:
+  op           vitpe_ext.interpolate_pos_embed
+  recipe       split / permute / F.interpolate / permute / cat (what ViT
+               code does inline); the "recipe/op" column is the speed-up
+  torchvision  torchvision.models.vision_transformer.interpolate_embeddings,
+               where its convention holds (bilinear/bicubic, align_corners=
+               True, one class token, square grid, one table)
+  timm         timm.layers.resample_abs_pos_embed (one table; its default
+               convention is align_corners=False, antialias=True, but it
+               forwards both flags, so it is timed for every F.interpolate mode)
+  copy         the memory-traffic floor: out.copy_(src) with src shaped like
+               the output (fwd+bwd: plus a copy shaped like the input, the
+               gradient's write); "op/copy" says how far the op is from it
+CPU: median over repeats of the mean of a batch of calls (time.perf_counter),
+after warm-up. CUDA: the same with CUDA events, after warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from . import ops
+from .reference import recipe_interpolate, torch_has_lanczos
+
+
+# -- what is benchmarked --------------------------------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    """A square (hin x hin) -> (hout x hout) resize of a (B, P + hin^2, C) table."""
+    name: str
+    what: str
+    batch: int
+    prefix: int
+    hin: int
+    hout: int
+    channels: int
+
+
+CASES: Dict[str, Case] = {c.name: c for c in (
+    Case("vitb16-384", "ViT-B/16 224->384", 1, 1, 14, 24, 768),
+    Case("vitb16-512", "ViT-B/16 224->512", 1, 1, 14, 32, 768),
+    Case("vitl14-518", "ViT-L/14 224->518", 1, 1, 16, 37, 1024),
+    Case("dinov2g14-1022", "DINOv2-g/14 +4 reg 518->1022", 1, 5, 37, 73, 1536),
+    Case("vitb16-down", "ViT-B/16 384->224", 1, 1, 24, 14, 768),
+    Case("vitb16-batch8", "8 x ViT-B/16 224->384", 8, 1, 14, 24, 768),
+    Case("smoke", "tiny (tests)", 1, 1, 5, 7, 16),
+)}
+DEFAULT_CASES = [name for name in CASES if name != "smoke"]
+
+# name -> (F.interpolate-style mode, align_corners, antialias)
+MODES: Dict[str, tuple] = {
+    "nearest": ("nearest", None, False),
+    "bilinear": ("bilinear", False, False),
+    "bilinear-ac": ("bilinear", True, False),
+    "bicubic": ("bicubic", False, False),
+    "bicubic-ac": ("bicubic", True, False),
+    "bicubic-aa": ("bicubic", False, True),
+    "area": ("area", None, False),
+    "lanczos3": ("lanczos3", None, False),
+}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+          "float16": torch.float16, "float64": torch.float64}
+PASSES = {"fwd": "forward", "fwdbwd": "forward+backward"}
+
+
+@dataclass
+class Row:
+    case: str
+    what: str
+    mode: str
+    dtype: str
+    passes: str
+    batch: int
+    prefix: int
+    hin: int
+    hout: int
+    channels: int
+    status: str = "ok"          # ok | FAILED | n/a
+    note: str = ""
+    seconds: Dict[str, Optional[float]] = field(default_factory=dict)  # op, recipe, ...
+
+    def ratio(self, num, den):
+        a, b = self.seconds.get(num), self.seconds.get(den)
+        return a / b if a is not None and b else None
+
+
+# -- timing ----------------------------------------------------------------------
+
+class Timer:
+    """Median of `repeats` timed batches; each batch runs the function enough
+    times to last about min_time / repeats."""
+
+    def __init__(self, device: str, min_time: float, repeats: int):
+        self.device, self.min_time, self.repeats = device, min_time, repeats
+
+    def _sync(self):
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        # warm-up: at least 3 calls and ~5% of the budget (allocator, caches, pool)
+        self._sync()
+        start, calls = time.perf_counter(), 0
+        while calls < 3 or time.perf_counter() - start < 0.05 * self.min_time:
+            fn()
+            calls += 1
+            self._sync()
+        one = (time.perf_counter() - start) / calls
+        per_batch = max(1, int(self.min_time / self.repeats / max(one, 1e-9)))
+        samples = []
+        for _ in range(self.repeats):
+            if self.device == "cuda":
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+                for _ in range(per_batch):
+                    fn()
+                end.record()
+                end.synchronize()
+                samples.append(begin.elapsed_time(end) / 1e3 / per_batch)
+            else:
+                t0 = time.perf_counter()
+                for _ in range(per_batch):
+                    fn()
+                samples.append((time.perf_counter() - t0) / per_batch)
+        return statistics.median(samples)
+
+
+# -- the contenders ----------------------------------------------------------------
+
+def _op(x, case, spec):
+    mode, ac, aa = spec
+    return ops.interpolate_pos_embed(x, (case.hout, case.hout), (case.hin, case.hin),
+                                     num_prefix_tokens=case.prefix, mode=mode,
+                                     align_corners=ac, antialias=aa)
+
+
+def _recipe(x, case, spec, compute_dtype=None):
+    mode, ac, aa = spec
+    return recipe_interpolate(x, (case.hout, case.hout), (case.hin, case.hin),
+                              num_prefix_tokens=case.prefix, mode=mode, align_corners=ac,
+                              antialias=aa, compute_dtype=compute_dtype)
+
+
+def _torchvision_fn(case, spec):
+    """torchvision's interpolate_embeddings, where its convention holds."""
+    mode, ac, aa = spec
+    if not (mode in ("bilinear", "bicubic") and ac and not aa and case.prefix == 1 and case.batch == 1):
+        return None
+    try:
+        from torchvision.models.vision_transformer import interpolate_embeddings
+    except ImportError:
+        return None
+
+    def run(x):  # patch_size 1: image_size is the new grid side
+        return interpolate_embeddings(case.hout, 1, {"encoder.pos_embedding": x}, mode)["encoder.pos_embedding"]
+    return run
+
+
+def _timm_fn(case, spec):
+    """timm's resample_abs_pos_embed (one table, F.interpolate modes)."""
+    mode, ac, aa = spec
+    if case.batch != 1 or mode == "lanczos3":
+        return None
+    try:
+        from timm.layers import resample_abs_pos_embed
+    except ImportError:
+        return None
+
+    def run(x):
+        return resample_abs_pos_embed(x, [case.hout, case.hout], [case.hin, case.hin],
+                                      num_prefix_tokens=case.prefix, interpolation=mode,
+                                      antialias=aa, align_corners=ac)
+    return run
+
+
+def _forward_only(f, x):
+    return lambda: f(x)
+
+
+def _forward_backward(f, x, grad):
+    leaf = x.detach().requires_grad_(True)
+
+    def run():
+        y = f(leaf)
+        return torch.autograd.grad(y, leaf, grad)[0]
+    return run
+
+
+# -- verification ------------------------------------------------------------------
+
+_MANTISSA_BITS = {torch.float16: 10, torch.bfloat16: 7}
+_MIN_NORMAL_EXP = {torch.float16: -14, torch.bfloat16: -126}
+
+
+def _half_mismatch(ours, ref64, inputs64) -> Optional[str]:
+    """None if the half-type result is within one rounding of the float64
+    reference: 0.5 ulp plus a slack of a few fp32 ulps of the largest input
+    (fp32 accumulation can push a value sitting on a midpoint to the other
+    side). Else a description of the worst element."""
+    mant, emin = _MANTISSA_BITS[ours.dtype], _MIN_NORMAL_EXP[ours.dtype]
+    _, e = torch.frexp(ref64.abs())
+    ulp = torch.exp2(torch.clamp(e.to(torch.float64) - 1, min=emin) - mant)
+    scale = max(inputs64.abs().max().item(), ref64.abs().max().item(), 1.0)
+    err = (ours.to(torch.float64) - ref64).abs()
+    bad = err > 0.5 * ulp + 64 * 2.0 ** -24 * scale
+    if not bad.any():
+        return None
+    return (f"{int(bad.sum())} of {ref64.numel()} elements off by more than one {ours.dtype} "
+            f"rounding (max {(err / ulp).max().item():.3g} ulp)")
+
+
+def _mismatch(ours, x, grad, case, spec, backward) -> Optional[str]:
+    """Compares the op's output (backward: the input gradient) with the recipe's."""
+    if x.dtype in (torch.float32, torch.float64):
+        ref = _recipe(x, case, spec) if not backward else _forward_backward(
+            lambda t: _recipe(t, case, spec), x, grad)()
+        try:
+            torch.testing.assert_close(ours, ref)
+        except AssertionError as err:
+            return str(err).splitlines()[0] + " " + " ".join(str(err).splitlines()[1:3])
+        return None
+    x64 = x.to(torch.float64)
+    if backward:
+        ref64 = _forward_backward(lambda t: _recipe(t, case, spec), x64, grad.to(torch.float64))()
+        return _half_mismatch(ours, ref64, grad.to(torch.float64))
+    return _half_mismatch(ours, _recipe(x64, case, spec), x64)
+
+
+# -- one row -------------------------------------------------------------------------
+
+def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device: str,
+            timer: Timer, seed: int = 0) -> Row:
+    spec, dtype = MODES[mode_name], DTYPES[dtype_name]
+    row = Row(case.name, case.what, mode_name, dtype_name, pass_name, case.batch, case.prefix,
+              case.hin, case.hout, case.channels)
+    if spec[0] == "lanczos3" and not torch_has_lanczos():
+        row.status, row.note = "n/a", "the recipe needs F.interpolate(mode='lanczos') (torch >= 2.14)"
+        return row
+    gen = torch.Generator().manual_seed(seed)
+    tokens_in = case.prefix + case.hin * case.hin
+    tokens_out = case.prefix + case.hout * case.hout
+    x = torch.randn(case.batch, tokens_in, case.channels, generator=gen).to(device=device, dtype=dtype)
+    grad = torch.randn(case.batch, tokens_out, case.channels, generator=gen).to(device=device, dtype=dtype)
+    backward = pass_name == "fwdbwd"
+
+    def make(f):
+        return _forward_backward(f, x, grad) if backward else _forward_only(f, x)
+
+    op = make(lambda t: _op(t, case, spec))
+    # 1. verify
+    try:
+        problem = _mismatch(op(), x, grad, case, spec, backward)
+    except Exception as err:  # the op raising is a failure too, not a crash of the harness
+        problem = f"{type(err).__name__}: {err}"
+    if problem:
+        row.status, row.note = "FAILED", problem
+        return row
+    # 2. time
+    row.seconds["op"] = timer(op)
+    contenders = {
+        "recipe": lambda t: _recipe(t, case, spec),
+        "torchvision": _torchvision_fn(case, spec),
+        "timm": _timm_fn(case, spec),
+    }
+    for name, f in contenders.items():
+        if f is None:
+            row.seconds[name] = None
+            continue
+        try:
+            row.seconds[name] = timer(make(f))
+        except Exception as err:  # e.g. a dtype F.interpolate lacks on this device
+            row.seconds[name] = None
+            row.note += f"{name}: {type(err).__name__}: {str(err).splitlines()[0]}; "
+    out_src = torch.randn_like(grad)
+    out_dst = torch.empty_like(grad)
+    if backward:
+        in_src, in_dst = torch.randn_like(x), torch.empty_like(x)
+        row.seconds["copy"] = timer(lambda: (out_dst.copy_(out_src), in_dst.copy_(in_src)))
+    else:
+        row.seconds["copy"] = timer(lambda: out_dst.copy_(out_src))
+    return row
+
+
+# -- report ----------------------------------------------------------------------------
+
+def machine_info(device: str) -> Dict[str, object]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: Dict[str, object] = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device,
+    }
+    try:
+        import torchvision
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        info["torchvision"] = None
+    try:
+        import timm
+        info["timm"] = timm.__version__
+    except ImportError:
+        info["timm"] = None
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name()
+    if hasattr(os, "getloadavg"):
+        info["loadavg_1min_at_start"] = round(os.getloadavg()[0], 2)
+    return info
+
+
+def _t(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds * 1e6:.1f} us"
+
+
+def _x(ratio: Optional[float]) -> str:
+    return "-" if ratio is None else f"{ratio:.1f}x" if ratio >= 10 else f"{ratio:.2f}x"
+
+
+def format_table(rows: Sequence[Row], info: Dict[str, object]) -> str:
+    head = (f"vitpe bench | {info['cpu']} ({info['cpu_count']} CPUs) | device {info['device']}"
+            + (f" ({info['gpu']})" if info.get("gpu") else "")
+            + f" | torch {info['torch']}, {info['torch_threads']} threads"
+            + f" | torchvision {info['torchvision'] or '-'} | timm {info['timm'] or '-'}"
+            + (f" | load {info['loadavg_1min_at_start']}" if "loadavg_1min_at_start" in info else ""))
+    cols = ["case", "mode", "dtype", "pass", "op", "recipe", "recipe/op", "copy", "op/copy",
+            "torchvision", "timm", "status"]
+    body = []
+    for r in rows:
+        s = r.seconds
+        body.append([r.case, r.mode, r.dtype, r.passes, _t(s.get("op")), _t(s.get("recipe")),
+                     _x(r.ratio("recipe", "op")), _t(s.get("copy")), _x(r.ratio("op", "copy")),
+                     _t(s.get("torchvision")), _t(s.get("timm")),
+                     r.status + (f" ({r.note.strip('; ')})" if r.status != "ok" and r.note else "")])
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)]
+    lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)).rstrip() for b in body]
+    notes = [f"  {r.case} {r.mode} {r.dtype} {r.passes}: {r.note.strip('; ')}"
+             for r in rows if r.status == "ok" and r.note]
+    if notes:
+        lines += ["notes (contenders that could not run):"] + notes
+    return "\n".join(lines)
+
+
+def to_json(rows: Sequence[Row], info: Dict[str, object]) -> Dict[str, object]:
+    out = []
+    for r in rows:
+        d = asdict(r)
+        d["recipe_over_op"] = r.ratio("recipe", "op")
+        d["op_over_copy"] = r.ratio("op", "copy")
+        out.append(d)
+    return {"machine": info, "rows": out}
+
+
+# -- command line -------------------------------------------------------------------------
+
+def _names(text: str, valid: Sequence[str], what: str) -> List[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in valid]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(bad) or '(none given)'}; choose from {', '.join(valid)}")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vitpe bench",
+        description="Verify, then time, vitpe's interpolate_pos_embed against the F.interpolate "
+                    "recipe, torchvision, timm and a same-size copy.")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads(N) (default: torch's own choice)")
+    p.add_argument("--cases", type=lambda s: _names(s, list(CASES), "case"), default=DEFAULT_CASES,
+                   help=f"comma-separated, from: {', '.join(CASES)} (default: all but smoke)")
+    p.add_argument("--modes", type=lambda s: _names(s, list(MODES), "mode"), default=list(MODES),
+                   help=f"comma-separated, from: {', '.join(MODES)} (default: all)")
+    p.add_argument("--dtypes", type=lambda s: _names(s, list(DTYPES), "dtype"),
+                   default=["float32", "bfloat16"],
+                   help=f"comma-separated, from: {', '.join(DTYPES)} (default: float32,bfloat16)")
+    p.add_argument("--passes", type=lambda s: _names(s, list(PASSES), "pass"), default=list(PASSES),
+                   help="comma-separated, from: fwd (forward), fwdbwd (forward+backward)")
+    p.add_argument("--min-time", type=float, default=0.25,
+                   help="seconds spent timing each contender of each row (default 0.25)")
+    p.add_argument("--repeats", type=int, default=7,
+                   help="timed batches per measurement; the median is reported (default 7)")
+    p.add_argument("--json", metavar="PATH", help="also write the machine and rows as JSON")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("vitpe bench: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print("vitpe bench: --threads must be >= 1", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
+    if args.repeats < 1 or not args.min_time > 0:
+        print("vitpe bench: --repeats must be >= 1 and --min-time > 0", file=sys.stderr)
+        return 2
+    info = machine_info(args.device)
+    timer = Timer(args.device, args.min_time, args.repeats)
+    rows = []
+    for case in args.cases:
+        for mode in args.modes:
+            for dtype in args.dtypes:
+                for pass_name in args.passes:
+                    rows.append(run_row(CASES[case], mode, dtype, pass_name, args.device, timer))
+    print(format_table(rows, info), flush=True)
+    failed = [r for r in rows if r.status == "FAILED"]
+    if failed:
+        print(f"\n{len(failed)} row(s) FAILED verification against the recipe", file=sys.stderr)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(to_json(rows, info), f, indent=1)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
