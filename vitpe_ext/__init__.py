@@ -12,6 +12,10 @@ from . import ops
 from .ops import MODES, interpolate_pos_embed
 from . import profiles
 from .profiles import PROFILES
+from .dynamic import DynamicPosEmbed
+from .param_groups import layer_decay_groups
+# vitpe_ext.torchvision and vitpe_ext.timm are imported on demand (they import those libraries).
 
 __version__ = "0.1.0"
-__all__ = ["interpolate_pos_embed", "MODES", "ops", "profiles", "PROFILES", "__version__"]
+__all__ = ["interpolate_pos_embed", "MODES", "ops", "profiles", "PROFILES", "DynamicPosEmbed",
+           "layer_decay_groups", "__version__"]

@@ -1,0 +1,149 @@
+"""timm drop-ins: resample_abs_pos_embed through vitpe, and patch() for timm's ViT.
+
+resample_abs_pos_embed has timm's signature (timm 1.0.x, align_corners
+included) and gives timm's numbers: F.interpolate's mode with
+antialias=True by default, computed in float32 whatever the table's dtype
+(float64 included) and cast back, prefix tokens untouched, the same
+early return when the size already matches. Beyond it: tables with B > 1
+and "lanczos3".
+
+patch() makes timm's VisionTransformer use it: dynamic_img_size forwards,
+set_input_size and checkpoint_filter_fn all call the name
+`resample_abs_pos_embed` bound in timm's modules at import time, so the
+patch rebinds it in every loaded timm module that holds timm's function.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from typing import List, Optional
+
+import torch
+
+from .ops import interpolate_pos_embed
+
+__all__ = ["resample_abs_pos_embed", "patch", "unpatch"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _is_exporting() -> bool:
+    # timm skips the size-match early return under torch.export so the graph
+    # is not specialised to the example size; do the same.
+    if torch.jit.is_scripting():
+        return False
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
+
+
+def resample_abs_pos_embed(
+    posemb: torch.Tensor,
+    new_size: List[int],
+    old_size: Optional[List[int]] = None,
+    num_prefix_tokens: int = 1,
+    interpolation: str = "bicubic",
+    antialias: bool = True,
+    verbose: bool = False,
+    align_corners: Optional[bool] = None,
+) -> torch.Tensor:
+    """timm.layers.resample_abs_pos_embed, computed by vitpe.
+
+    posemb: (B, P + H*W, C) with P = num_prefix_tokens; old_size (H, W), or
+    None for a square grid. Returns (B, P + h*w, C) in posemb's dtype, or
+    posemb itself when the grid already has the requested size.
+    """
+    num_pos_tokens = posemb.shape[1]
+    num_new_tokens = new_size[0] * new_size[1] + num_prefix_tokens
+    if not _is_exporting() and num_new_tokens == num_pos_tokens:
+        if old_size is not None and old_size[0] == new_size[0] and old_size[1] == new_size[1]:
+            return posemb
+        if old_size is None and new_size[0] == new_size[1]:
+            return posemb
+
+    if old_size is None:
+        hw = int(math.sqrt(num_pos_tokens - num_prefix_tokens))  # timm: no perfect-square check
+        old_size = hw, hw
+
+    # The "timm" profile: float32 compute, cast back, prefix not cast.
+    out = interpolate_pos_embed(posemb, (int(new_size[0]), int(new_size[1])),
+                                (int(old_size[0]), int(old_size[1])), num_prefix_tokens,
+                                mode=interpolation, align_corners=align_corners, antialias=antialias,
+                                profile="timm")
+    if not torch.jit.is_scripting() and verbose:
+        _logger.info(f"Resized position embedding: {old_size} to {new_size}.")
+    return out
+
+
+# -- patch ------------------------------------------------------------------------
+
+_original = None  # timm's own function, once seen
+
+
+def _timm_modules():
+    return [m for name, m in list(sys.modules.items())
+            if m is not None and (name == "timm" or name.startswith("timm."))]
+
+
+def _rebind(old, new) -> int:
+    count = 0
+    for module in _timm_modules():
+        if getattr(module, "resample_abs_pos_embed", None) is old:
+            setattr(module, "resample_abs_pos_embed", new)
+            count += 1
+    return count
+
+
+class _Patch:
+    """An applied patch. Use as a context manager, or call .unpatch()."""
+
+    def __init__(self, rebound: int):
+        self.rebound = rebound  # how many module globals now point at vitpe
+        self.active = True
+
+    def unpatch(self) -> None:
+        if self.active:
+            unpatch()
+            self.active = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unpatch()
+        return False
+
+
+def patch() -> _Patch:
+    """Rebind timm's resample_abs_pos_embed to vitpe's in every loaded timm
+    module (timm.layers, timm.layers.pos_embed, timm.models.vision_transformer,
+    eva, deit, ...), until unpatch() / the end of the `with` block. Modules
+    imported while patched bind vitpe's through timm.layers; unpatch() finds
+    them too. resample_abs_pos_embed_nhwc (SAM-style tables) is not routed."""
+    global _original
+    import timm.layers  # noqa: F401  (loads timm.layers.pos_embed)
+    import timm.models.vision_transformer  # noqa: F401  (the ViT the patch is for)
+    current = sys.modules["timm.layers.pos_embed"].resample_abs_pos_embed
+    if current is not resample_abs_pos_embed:
+        _original = current
+    if _original is None:
+        raise RuntimeError("timm.layers.pos_embed.resample_abs_pos_embed is already patched, "
+                           "but timm's own function is unknown")
+    _register_fx_leaf()
+    return _Patch(_rebind(_original, resample_abs_pos_embed))
+
+
+def unpatch() -> None:
+    """Give every timm module its own resample_abs_pos_embed back."""
+    if _original is not None:
+        _rebind(resample_abs_pos_embed, _original)
+
+
+def _register_fx_leaf() -> None:
+    # timm marks its function an FX leaf for feature extraction
+    # (create_feature_extractor traces the model); ours branches on sizes too.
+    try:
+        from timm.layers._fx import register_notrace_function
+    except ImportError:
+        return
+    register_notrace_function(resample_abs_pos_embed)

@@ -1,0 +1,218 @@
+"""torchvision drop-ins: its checkpoint resize through vitpe, and dynamic ViTs.
+
+- interpolate_embeddings: torchvision.models.vision_transformer's function,
+  same signature, same returned dict, same values (bicubic/bilinear with
+  align_corners=True in the table's own dtype), same quirks: the caller's dict
+  is written in place, reset_heads only acts when a resize happens, the same
+  ValueErrors. Beyond it, without changing what an existing call returns:
+  image_size/patch_size as (h, w), every vitpe mode (the ones torchvision
+  rejects for align_corners=True run without it), any prefix-token count,
+  non-square source grids (old_size=).
+- patch(): make torchvision's own interpolate_embeddings this one.
+- make_dynamic(model): a VisionTransformer that takes any H x W.
+"""
+from __future__ import annotations
+
+import math
+import types
+from collections import OrderedDict
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .dynamic import PosEmbedResizer
+from .ops import interpolate_pos_embed
+
+__all__ = ["interpolate_embeddings", "patch", "unpatch", "make_dynamic"]
+
+_ALIGNED_MODES = ("bilinear", "bicubic")  # the modes align_corners=True is defined for
+
+
+def _pair(value, name):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    try:
+        h, w = value
+        return (int(h), int(w))
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or (height, width), got {value!r}") from None
+
+
+def interpolate_embeddings(
+    image_size,
+    patch_size,
+    model_state: "OrderedDict[str, torch.Tensor]",
+    interpolation_mode: str = "bicubic",
+    reset_heads: bool = False,
+    *,
+    num_prefix_tokens: int = 1,
+    old_size=None,
+) -> "OrderedDict[str, torch.Tensor]":
+    """Resize model_state["encoder.pos_embedding"] for image_size, torchvision's way.
+
+    image_size, patch_size: ints as in torchvision, or (h, w) pairs; the new
+        grid is (h // ph, w // pw).
+    model_state: a state dict; its "encoder.pos_embedding" (1, P + S, D) is
+        replaced in place (torchvision does the same) when its size changes.
+    interpolation_mode: any vitpe mode; bilinear/bicubic corner-aligned as in
+        torchvision, the others with their usual coordinate mapping.
+    reset_heads: drop the "heads*" keys from the result, only when resized.
+    num_prefix_tokens: P, the tokens copied unchanged (torchvision: 1).
+    old_size: the checkpoint grid (h, w); None: a square one, as torchvision.
+    """
+    pos_embedding = model_state["encoder.pos_embedding"]
+    n, seq_length, hidden_dim = pos_embedding.shape
+    if n != 1:
+        raise ValueError(f"Unexpected position embedding shape: {pos_embedding.shape}")
+
+    image_hw, patch_hw = _pair(image_size, "image_size"), _pair(patch_size, "patch_size")
+    new_grid = (image_hw[0] // patch_hw[0], image_hw[1] // patch_hw[1])
+    new_seq_length = new_grid[0] * new_grid[1] + num_prefix_tokens
+
+    grid_tokens = seq_length - num_prefix_tokens
+    if old_size is None:
+        # torchvision returns on a token-count match before looking at the
+        # grid; a non-square request can match the count of a different grid.
+        if new_seq_length == seq_length and new_grid[0] == new_grid[1]:
+            return model_state
+        side = int(math.sqrt(grid_tokens)) if grid_tokens >= 0 else 0
+        if side * side != grid_tokens:
+            raise ValueError(
+                f"seq_length is not a perfect square! Instead got seq_length_1d * seq_length_1d = "
+                f"{side * side} and seq_length = {grid_tokens}"
+            )
+        old_grid = (side, side)
+    else:
+        old_grid = _pair(old_size, "old_size")
+        if old_grid[0] * old_grid[1] != grid_tokens:
+            raise ValueError(f"old_size {old_grid} has {old_grid[0] * old_grid[1]} tokens but the table has "
+                             f"{grid_tokens} after {num_prefix_tokens} prefix tokens")
+    if new_grid == old_grid:
+        return model_state
+
+    align_corners = True if interpolation_mode in _ALIGNED_MODES else None
+    model_state["encoder.pos_embedding"] = interpolate_pos_embed(
+        pos_embedding, new_grid, old_grid, num_prefix_tokens, mode=interpolation_mode,
+        align_corners=align_corners, antialias=False)
+
+    if reset_heads:
+        model_state_copy: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        for k, v in model_state.items():
+            if not k.startswith("heads"):
+                model_state_copy[k] = v
+        model_state = model_state_copy
+    return model_state
+
+
+# -- patch: torchvision's own function routed here -------------------------------
+
+class _Patch:
+    """An applied patch. Use as a context manager, or call .unpatch()."""
+
+    def __init__(self):
+        import torchvision.models.vision_transformer as tv_vit
+        self._module = tv_vit
+        self._previous = tv_vit.interpolate_embeddings
+        tv_vit.interpolate_embeddings = interpolate_embeddings
+        self.active = True
+
+    def unpatch(self) -> None:
+        if self.active:
+            self._module.interpolate_embeddings = self._previous
+            self.active = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unpatch()
+        return False
+
+
+_original = None
+
+
+def patch() -> _Patch:
+    """Route torchvision.models.vision_transformer.interpolate_embeddings
+    through vitpe until the returned handle's unpatch() (or the end of the
+    `with` block). Callers that bound the function before (from ... import)
+    keep torchvision's."""
+    global _original
+    import torchvision.models.vision_transformer as tv_vit
+    if _original is None and tv_vit.interpolate_embeddings is not interpolate_embeddings:
+        _original = tv_vit.interpolate_embeddings
+    return _Patch()
+
+
+def unpatch() -> None:
+    """Put torchvision's own interpolate_embeddings back, whatever patches are open."""
+    if _original is not None:
+        import torchvision.models.vision_transformer as tv_vit
+        tv_vit.interpolate_embeddings = _original
+
+
+# -- make_dynamic: any input resolution --------------------------------------------
+
+def _dynamic_process_input(self, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's _process_input without the image-size asserts, padding
+    bottom/right to a patch multiple when asked (timm's dynamic_img_pad)."""
+    n, c, h, w = x.shape
+    p = self.patch_size
+    if self._vitpe_pad:
+        pad_h, pad_w = (p - h % p) % p, (p - w % p) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+            h, w = h + pad_h, w + pad_w
+    elif h % p or w % p:
+        raise ValueError(f"input {h}x{w} is not a multiple of the patch size {p}; "
+                         f"crop/resize it, or make_dynamic(model, pad=True)")
+    x = self.conv_proj(x)  # (n, hidden_dim, h/p, w/p)
+    return x.reshape(n, self.hidden_dim, (h // p) * (w // p)).permute(0, 2, 1)
+
+
+def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """VisionTransformer.forward + Encoder.forward with the position table
+    resized to this input's grid."""
+    p = self.patch_size
+    h, w = x.shape[-2:]
+    grid = (-(-h // p), -(-w // p)) if self._vitpe_pad else (h // p, w // p)
+    x = self._process_input(x)
+    n = x.shape[0]
+    x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
+    encoder = self.encoder
+    x = x + self._vitpe_resizer(encoder.pos_embedding, grid)
+    x = encoder.ln(encoder.layers(encoder.dropout(x)))
+    return self.heads(x[:, 0])
+
+
+def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvision",
+                 mode: Optional[str] = None, align_corners: Optional[bool] = None,
+                 antialias: Optional[bool] = None, cache: bool = True):
+    """Let a torchvision VisionTransformer take any H x W (in place; returns it).
+
+    H and W must be multiples of the patch size, or with pad=True are
+    zero-padded bottom/right to the next multiple. The position table
+    (still model.encoder.pos_embedding, so state dicts are unchanged) is
+    resized to the input's grid through the op on every forward: with
+    autograd when training, from a cache when gradients are off (see
+    vitpe_ext.dynamic). The native size uses the table itself.
+
+    profile/mode/...: how to resize; the default "torchvision" profile gives
+    what interpolate_embeddings would give for that size (bicubic,
+    align_corners=True).
+    """
+    from torchvision.models.vision_transformer import VisionTransformer
+    if not isinstance(model, VisionTransformer):
+        raise TypeError(f"make_dynamic expects a torchvision VisionTransformer, got {type(model).__name__}")
+    grid = model.image_size // model.patch_size
+    tokens = model.encoder.pos_embedding.shape[1]
+    if tokens != grid * grid + 1:
+        raise ValueError(f"encoder.pos_embedding has {tokens} tokens, but image_size {model.image_size} and "
+                         f"patch_size {model.patch_size} give 1 + {grid}*{grid}; load matching weights first")
+    model._vitpe_pad = bool(pad)
+    model._vitpe_resizer = PosEmbedResizer((grid, grid), 1, profile=profile, mode=mode,
+                                           align_corners=align_corners, antialias=antialias, cache=cache)
+    model._process_input = types.MethodType(_dynamic_process_input, model)
+    model.forward = types.MethodType(_dynamic_forward, model)
+    return model
