@@ -36,6 +36,8 @@ class Profile:
     scale_offset: Optional[float]     # DINOv2 legacy: scale_factor = (new + offset) / old
     free: Tuple[str, ...]             # arguments the library lets callers change
     modes: Optional[Tuple[str, ...]]  # with "mode" in free: the modes the library accepts (None: any)
+    cast_prefix: bool = False         # the prefix tokens go through compute_dtype too (DINOv2 casts
+                                      # the whole table; timm splits the prefix off first)
 
     def settings(self) -> Dict[str, object]:
         """The profile as plain keyword values (for the CLI, docs and logs)."""
@@ -69,11 +71,12 @@ PROFILES: Dict[str, Profile] = {p.name: p for p in (
     # DINOv2 interpolate_pos_encoding with interpolate_offset=0.1 (hub models
     # without registers): scale_factor=((h+0.1)/H, (w+0.1)/W), float32.
     Profile("dinov2", "DINOv2 interpolate_pos_encoding (offset 0.1)", "bicubic", False, False,
-            torch.float32, 0.1, free=(), modes=None),
+            torch.float32, 0.1, free=(), modes=None, cast_prefix=True),
     # DINOv2 *_reg hub models: interpolate_antialias=True, interpolate_offset=0
-    # (size=), float32. HF Dinov2WithRegisters computes the same.
+    # (size=), float32. HF Dinov2WithRegisters computes the same grid (it
+    # keeps a float64 class token as is, where DINOv2 rounds it to float32).
     Profile("dinov2-reg", "DINOv2 *_reg interpolate_pos_encoding (antialias, no offset)", "bicubic", False, True,
-            torch.float32, None, free=(), modes=None),
+            torch.float32, None, free=(), modes=None, cast_prefix=True),
     # big_vision resample_posemb / vit_jax interpolate_posembed:
     # scipy.ndimage.zoom(order=1) with grid_mode=False, i.e. bilinear with the
     # corners aligned; scipy computes in double and casts back.
@@ -112,7 +115,7 @@ def resolve(profile: str, mode: Optional[str], align_corners: Optional[bool], an
             raise ValueError(f"profile {prof.name!r} fixes {arg}={fixed!r} ({prof.library}), "
                              f"got {arg}={value!r}; drop the argument or the profile")
     return Profile(prof.name, prof.library, merged["mode"], merged["align_corners"], merged["antialias"],
-                   prof.compute_dtype, prof.scale_offset, prof.free, prof.modes)
+                   prof.compute_dtype, prof.scale_offset, prof.free, prof.modes, prof.cast_prefix)
 
 
 def interpolate_with_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix_tokens: int,
@@ -126,6 +129,11 @@ def interpolate_with_profile(pos_embed: torch.Tensor, new_size, old_size, num_pr
         side = int(round(max(grid_tokens, 0) ** 0.5))
         old_size = [side, side]  # the op validates side*side == grid_tokens
     old_size = _pair(old_size, "old_size")
+    if [int(s) for s in new_size] == [int(s) for s in old_size]:
+        # Every library returns the table itself when the grid does not
+        # change; DINOv2's offset mapping and timm's float32 round trip
+        # would otherwise alter it.
+        return pos_embed.clone(memory_format=torch.contiguous_format)
 
     scale_factor = None
     if prof.scale_offset is not None:
@@ -143,7 +151,8 @@ def interpolate_with_profile(pos_embed: torch.Tensor, new_size, old_size, num_pr
                                 scale_factor=scale_factor)
     if out.dtype != orig_dtype:
         out = out.to(orig_dtype)
-        if num_prefix_tokens and torch.finfo(prof.compute_dtype).bits < torch.finfo(orig_dtype).bits:
+        narrowing = torch.finfo(prof.compute_dtype).bits < torch.finfo(orig_dtype).bits
+        if num_prefix_tokens and narrowing and not prof.cast_prefix:
             # The libraries split the prefix off before casting, so a narrowing
             # compute dtype (timm's float32 for a float64 table) must not touch it.
             out = torch.cat([pos_embed[:, :num_prefix_tokens], out[:, num_prefix_tokens:]], dim=1)
