@@ -99,6 +99,8 @@ class PosEmbedResizer:
             self._entries.move_to_end(key)
             return hit
         out = self.resize(table, new_size)
+        if torch.is_inference_mode_enabled():
+            return out  # an inference tensor would fail later in an autograd-recording forward
         self._entries[key] = out
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
