@@ -7,6 +7,8 @@ F.interpolate would, without permute copies, with a deterministic backward.
 The op itself is torch.ops.vitpe.interpolate_pos_embed; importing this
 package loads it (vitpe_ext._C) and registers its fake and autograd kernels.
 """
+import torch  # noqa: F401  (loads libtorch/libc10, which _C links against without an rpath)
+
 from . import _C  # noqa: F401  (registers torch.ops.vitpe.* before ops.py uses them)
 from . import ops
 from .ops import MODES, interpolate_pos_embed
