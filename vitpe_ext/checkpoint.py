@@ -1,0 +1,584 @@
+"""Checkpoints for the CLI: load them without running code, find the
+position-embedding table(s), work out their layout, resize, save atomically.
+
+Loading never executes a pickle: torch files go through
+`torch.load(weights_only=True)` (tensors and plain containers only) and
+safetensors files through `safetensors`. The loaded object is kept as it was
+(a bare state dict, or one nested under "model"/"state_dict"/..., keys with or
+without "module."), and only the resized tensors are replaced in it, so every
+other entry is written back bit for bit in the same structure.
+
+Keys are addressed as paths through nested dicts: ("model", "pos_embed"),
+shown as "model/pos_embed"; a bare state dict's keys are shown as they are.
+
+Every problem the user can fix raises CheckpointError with a one-line message.
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+Key = Tuple[Any, ...]
+Pair = Tuple[int, int]
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+
+class CheckpointError(Exception):
+    """A problem with the user's input; the CLI prints the message as one line."""
+
+
+def key_name(key: Key) -> str:
+    return "/".join(str(part) for part in key)
+
+
+def format_pair(pair: Sequence[int]) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+# -- loading ---------------------------------------------------------------------
+
+def sniff_format(path: Path) -> Optional[str]:
+    """'torch-zip', 'torch-legacy', 'safetensors' or None, from the first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"  # torch.save's default format since 1.6
+    if head[:1] == b"\x80":
+        return "torch-legacy"  # a bare pickle stream (protocol >= 2)
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"  # u64 little-endian header length, then JSON
+    return None
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    format: str                     # 'torch-zip', 'torch-legacy' or 'safetensors'
+    obj: Any                        # what was loaded: a dict, possibly nested
+    metadata: Optional[Dict[str, str]] = None  # safetensors header metadata
+
+    def items(self) -> Iterator[Tuple[Key, torch.Tensor]]:
+        """Every tensor reachable through nested dicts, with its key path."""
+        def walk(node, prefix):
+            for name, value in node.items():
+                if isinstance(value, torch.Tensor):
+                    yield prefix + (name,), value
+                elif isinstance(value, dict):
+                    yield from walk(value, prefix + (name,))
+        yield from walk(self.obj, ())
+
+    def get(self, key: Key) -> torch.Tensor:
+        node = self.obj
+        for part in key:
+            node = node[part]
+        return node
+
+    def set(self, key: Key, value: torch.Tensor) -> None:
+        node = self.obj
+        for part in key[:-1]:
+            node = node[part]
+        node[key[-1]] = value
+
+    def container(self, key: Key) -> dict:
+        """The dict (state dict) that holds key."""
+        node = self.obj
+        for part in key[:-1]:
+            node = node[part]
+        return node
+
+
+def _unsupported_global(message: str) -> Optional[str]:
+    marker = "Unsupported global: GLOBAL "
+    at = message.find(marker)
+    if at < 0:
+        return None
+    return message[at + len(marker):].split()[0]
+
+
+def load_checkpoint(path) -> Checkpoint:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint")
+    fmt = sniff_format(path)
+    if fmt is None:
+        raise CheckpointError(f"{path}: not a checkpoint (neither a torch.save file nor safetensors)")
+    if fmt == "safetensors":
+        return _load_safetensors(path)
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types; classify by what the file is
+        message = str(exc)
+        name = _unsupported_global(message)
+        if name is not None:
+            raise CheckpointError(
+                f"{path}: refused to unpickle {name}: vitpe loads with torch.load(weights_only=True), which "
+                f"allows only tensors and plain containers and never runs code from a file (a whole pickled "
+                f"model? re-save its state_dict())") from None
+        if "weights only load failed" in message.lower() or "weightsunpickler" in message.lower():
+            detail = message.split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise CheckpointError(f"{path}: refused by torch.load(weights_only=True): {detail}") from None
+        if fmt == "torch-zip":
+            raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint "
+                                  f"(zip archive unreadable: {message.splitlines()[0] if message else type(exc).__name__})") from None
+        if isinstance(exc, EOFError) or "truncated" in message.lower() or "ran out of input" in message.lower():
+            raise CheckpointError(f"{path}: truncated torch checkpoint (the pickle stream ends early)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
+                              f"{message.splitlines()[0] if message else 'no detail'})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
+    ckpt = Checkpoint(path, fmt, obj)
+    if next(ckpt.items(), None) is None:
+        raise CheckpointError(f"{path}: holds a dict without any tensors, not a state dict")
+    return ckpt
+
+
+def _load_safetensors(path: Path) -> Checkpoint:
+    try:
+        from safetensors import SafetensorError, safe_open
+    except ImportError:
+        raise CheckpointError(f"{path}: is a safetensors file; install safetensors (pip install safetensors)") from None
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        header_len = struct.unpack("<Q", f.read(8))[0]
+    if 8 + header_len > size:
+        raise CheckpointError(f"{path}: truncated or not a safetensors file "
+                              f"(header says {header_len} bytes, the file has {size - 8} after it)")
+    try:
+        tensors = {}
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata()
+            for name in f.keys():
+                tensors[name] = f.get_tensor(name)
+    except SafetensorError as exc:
+        text = str(exc)
+        if "not fully covered" in text or "incomplete" in text:
+            raise CheckpointError(f"{path}: truncated safetensors file ({text})") from None
+        raise CheckpointError(f"{path}: corrupt safetensors file ({text})") from None
+    if not tensors:
+        raise CheckpointError(f"{path}: safetensors file without tensors")
+    return Checkpoint(path, "safetensors", tensors, metadata)
+
+
+# -- saving ----------------------------------------------------------------------
+
+def write_atomic(out_path, write: Callable[[Any], None]) -> None:
+    """Write through a temporary file in OUT's folder, then os.replace.
+
+    A reader (or a crash) never sees a partial OUT: either the old state or
+    the complete new file. The temporary file is removed on any failure.
+    """
+    out_path = Path(out_path)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".vitpe-tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out_path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(ckpt: Checkpoint, out_path) -> None:
+    """Save in the format it was loaded from."""
+    if ckpt.format == "safetensors":
+        from safetensors.torch import save as safetensors_bytes
+
+        def write(f):
+            f.write(safetensors_bytes(ckpt.obj, metadata=ckpt.metadata))
+    else:
+        legacy = ckpt.format == "torch-legacy"
+
+        def write(f):
+            torch.save(ckpt.obj, f, _use_new_zipfile_serialization=not legacy)
+    write_atomic(out_path, write)
+
+
+# -- finding the embedding -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Family:
+    name: str            # layout family
+    table_suffix: str    # the table's state-dict key, after any model prefix ("module.", "vit.")
+    patch_suffix: str    # the patch-embedding conv weight (out, in, ph, pw), same model prefix
+    profile: str         # default vitpe_ext.profiles name
+
+
+FAMILIES = (
+    Family("torchvision", "encoder.pos_embedding", "conv_proj.weight", "torchvision"),
+    Family("timm", "pos_embed", "patch_embed.proj.weight", "timm"),  # also MAE, DeiT, DINOv2
+    Family("hf", "embeddings.position_embeddings", "embeddings.patch_embeddings.projection.weight", "hf"),
+    Family("hf-clip", "vision_model.embeddings.position_embedding.weight",
+           "vision_model.embeddings.patch_embedding.weight", "hf"),
+    Family("openai-clip", "visual.positional_embedding", "visual.conv1.weight", "hf"),
+)
+FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
+
+
+def _match_family(name: Any) -> Optional[Tuple[Family, str]]:
+    """(family, model prefix) if a state-dict key names a known table."""
+    if not isinstance(name, str):
+        return None
+    for family in FAMILIES:
+        if name == family.table_suffix or name.endswith("." + family.table_suffix):
+            return family, name[: len(name) - len(family.table_suffix)]
+    return None
+
+
+def find_embedding_keys(ckpt: Checkpoint) -> List[Key]:
+    return [key for key, _ in ckpt.items() if _match_family(key[-1]) is not None]
+
+
+def related_keys(ckpt: Checkpoint, limit: int = 8) -> List[str]:
+    """Keys that look like position embeddings, for error messages."""
+    names = [key_name(key) for key, _ in ckpt.items()]
+    hits = [n for n in names if "pos" in n.lower().rsplit("/", 1)[-1] or "position" in n.lower()]
+    if not hits:
+        hits = [n for n in names if "embed" in n.lower()]
+    if not hits:
+        hits = names
+    more = f" (+{len(hits) - limit} more)" if len(hits) > limit else ""
+    return [f"{n} {tuple(ckpt.get(_parse(ckpt, n)).shape)}" for n in hits[:limit]] + ([more.strip()] if more else [])
+
+
+def _parse(ckpt: Checkpoint, name: str) -> Key:
+    for key, _ in ckpt.items():
+        if key_name(key) == name:
+            return key
+    raise KeyError(name)
+
+
+def select_keys(ckpt: Checkpoint, requested: Optional[Sequence[str]]) -> List[Key]:
+    """The table keys to work on: --key values, or the one detected key."""
+    if requested:
+        keys = []
+        for want in requested:
+            exact = [k for k, _ in ckpt.items() if key_name(k) == want]
+            loose = [k for k, _ in ckpt.items() if k[-1] == want]
+            match = exact or loose
+            if not match:
+                raise CheckpointError(f"{ckpt.path}: no key {want!r}; position-embedding-like keys: "
+                                      f"{', '.join(related_keys(ckpt))}")
+            if len(match) > 1:
+                raise CheckpointError(f"{ckpt.path}: key {want!r} is ambiguous, it is in several nested dicts: "
+                                      f"{', '.join(key_name(k) for k in match)}; pass the full path")
+            keys.append(match[0])
+        return keys
+    keys = find_embedding_keys(ckpt)
+    if not keys:
+        looked = ", ".join(f.table_suffix for f in FAMILIES)
+        raise CheckpointError(f"{ckpt.path}: no position-embedding key found (looked for {looked}); "
+                              f"candidates: {', '.join(related_keys(ckpt))}; pass --key")
+    if len(keys) > 1:
+        raise CheckpointError(f"{ckpt.path}: {len(keys)} position-embedding keys: "
+                              f"{', '.join(key_name(k) for k in keys)}; choose with --key (repeatable)")
+    return keys
+
+
+# -- the table's layout ----------------------------------------------------------
+
+@dataclass
+class Embedding:
+    """One position-embedding table in a checkpoint, and how it is laid out."""
+    key: Key
+    family: str                   # a FAMILIES name, refined ('mae', 'dinov2', 'dinov2-reg'), or 'custom'
+    profile: str                  # the default profile for this family
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+    prefix_tokens: int
+    grid: Pair
+    patch: Optional[Pair]         # from the patch-embedding weight, or --patch-size
+    patch_key: Optional[Key]
+    extras: List[Key] = field(default_factory=list)  # e.g. HF CLIP position_ids, resized along
+
+    @property
+    def name(self) -> str:
+        return key_name(self.key)
+
+    @property
+    def dim(self) -> int:
+        return self.shape[-1]
+
+
+def _is_square(n: int) -> bool:
+    return n > 0 and math.isqrt(n) ** 2 == n
+
+
+def _sibling(ckpt: Checkpoint, key: Key, model_prefix: str, suffix: str) -> Optional[Key]:
+    container = ckpt.container(key)
+    name = model_prefix + suffix
+    value = container.get(name)
+    return key[:-1] + (name,) if isinstance(value, torch.Tensor) else None
+
+
+def _prefix_hints(ckpt: Checkpoint, key: Key, family: Optional[Family], model_prefix: str) -> List[int]:
+    """Prefix-token counts the table may have, most likely first; [] if unknown."""
+    if family is None:
+        return []
+    has = lambda suffix: _sibling(ckpt, key, model_prefix, suffix) is not None  # noqa: E731
+    if family.name == "torchvision":
+        return [1]  # class token always, in the table
+    if family.name == "hf":
+        return [1 + has("embeddings.distillation_token")]  # HF registers have no position embedding
+    if family.name == "hf-clip":
+        return [1] if has("vision_model.embeddings.class_embedding") else [0]  # SigLIP has no class token
+    if family.name == "openai-clip":
+        return [1]
+    # timm-style: class/dist/register tokens, in the table unless no_embed_class
+    count = has("cls_token") + has("dist_token")
+    reg = _sibling(ckpt, key, model_prefix, "reg_token")
+    if reg is not None and ckpt.get(reg).dim() == 3:
+        count += ckpt.get(reg).shape[1]
+    return [count, 0] if count else [0]
+
+
+def _refine_family(ckpt: Checkpoint, key: Key, family: Family, model_prefix: str) -> Tuple[str, str]:
+    """(family name, default profile), telling DINOv2/MAE apart from timm."""
+    has = lambda suffix: _sibling(ckpt, key, model_prefix, suffix) is not None  # noqa: E731
+    if family.name == "timm":
+        if has("register_tokens"):
+            return "dinov2-reg", "dinov2-reg"   # facebookresearch/dinov2 *_reg
+        if has("mask_token") and has("blocks.0.ls1.gamma"):
+            return "dinov2", "dinov2"           # facebookresearch/dinov2 (offset 0.1)
+        if has("decoder_pos_embed"):
+            return "mae", "mae"                 # MAE pre-training checkpoint
+    if family.name == "hf" and has("embeddings.register_tokens"):
+        return "hf-dinov2-reg", "dinov2-reg"    # Dinov2WithRegisters: antialias, fp32
+    return family.name, family.profile
+
+
+def parse_pair(text: str, what: str) -> Pair:
+    """'384' -> (384, 384); '512x384' -> (512, 384) (height x width)."""
+    parts = str(text).lower().replace("*", "x").split("x")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise CheckpointError(f"{what} must be N or HxW (e.g. 384 or 512x384), got {text!r}") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise CheckpointError(f"{what} must be N or HxW with positive sizes, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
+             old_grid: Optional[Pair] = None, patch_size: Optional[Pair] = None) -> Embedding:
+    """Work out one table's layout: prefix tokens, grid, patch size, family."""
+    table = ckpt.get(key)
+    name = key_name(key)
+    if table.dim() not in (2, 3) or table.shape[-2] == 0:
+        raise CheckpointError(f"{ckpt.path}: {name} has shape {tuple(table.shape)}, not a (1, tokens, dim) "
+                              f"or (tokens, dim) position-embedding table")
+    if not table.is_floating_point():
+        raise CheckpointError(f"{ckpt.path}: {name} is {table.dtype}, not a floating-point table")
+    tokens = table.shape[-2]
+
+    matched = _match_family(key[-1])
+    family, model_prefix = matched if matched else (None, "")
+    family_name, profile = _refine_family(ckpt, key, family, model_prefix) if family else ("custom", "hf")
+
+    # patch size: the conv weight (out, in, ph, pw) beside the table, or --patch-size
+    patch_key = _sibling(ckpt, key, model_prefix, family.patch_suffix) if family else None
+    weight_patch = None
+    if patch_key is not None and ckpt.get(patch_key).dim() == 4:
+        weight_patch = tuple(int(v) for v in ckpt.get(patch_key).shape[-2:])
+    if patch_size is not None and weight_patch is not None and tuple(patch_size) != weight_patch:
+        raise CheckpointError(f"{ckpt.path}: --patch-size {format_pair(patch_size)} contradicts "
+                              f"{key_name(patch_key)} ({format_pair(weight_patch)} patches); resizing the "
+                              f"patches themselves is not what this tool does")
+    patch = tuple(patch_size) if patch_size is not None else weight_patch
+
+    # prefix tokens and grid
+    if old_grid is not None:
+        grid_tokens = old_grid[0] * old_grid[1]
+        prefix = tokens - grid_tokens
+        if prefix < 0 or (prefix_tokens is not None and prefix != prefix_tokens):
+            want = grid_tokens + (prefix_tokens or 0)
+            raise CheckpointError(f"{ckpt.path}: --old-grid {format_pair(old_grid)}"
+                                  f"{'' if prefix_tokens is None else f' with --prefix-tokens {prefix_tokens}'}"
+                                  f" needs {want} tokens, but {name} has {tokens}")
+        grid = tuple(old_grid)
+    elif prefix_tokens is not None:
+        if not 0 <= prefix_tokens < tokens or not _is_square(tokens - prefix_tokens):
+            raise CheckpointError(f"{ckpt.path}: {name} has {tokens} tokens; with --prefix-tokens {prefix_tokens} "
+                                  f"the {tokens - prefix_tokens} left are not a square grid; pass --old-grid HxW")
+        side = math.isqrt(tokens - prefix_tokens)
+        prefix, grid = prefix_tokens, (side, side)
+    else:
+        hints = _prefix_hints(ckpt, key, family, model_prefix)
+        candidates = [p for p in (hints or range(0, 9)) if p < tokens and _is_square(tokens - p)]
+        candidates = list(dict.fromkeys(candidates))
+        if len(candidates) != 1:
+            why = ("no prefix-token count leaves a square grid" if not candidates else
+                   f"{len(candidates)} prefix-token counts leave a square grid ({', '.join(map(str, candidates))})")
+            tried = f" (tried {', '.join(map(str, hints))} prefix tokens)" if hints else ""
+            raise CheckpointError(f"{ckpt.path}: cannot infer the grid of {name} ({tokens} tokens): {why}{tried}; "
+                                  f"pass --old-grid HxW (and --prefix-tokens N)")
+        prefix = candidates[0]
+        side = math.isqrt(tokens - prefix)
+        grid = (side, side)
+
+    extras = []
+    if family is not None and family.name == "hf-clip":
+        ids = _sibling(ckpt, key, model_prefix, "vision_model.embeddings.position_ids")
+        if ids is not None and ckpt.get(ids).shape[-1] == tokens:
+            extras.append(ids)  # old CLIP checkpoints store arange(L) as a buffer
+
+    # The mae refinement also covers fine-tuned MAE checkpoints: their table is the fixed sin-cos one.
+    if family_name == "timm" and grid[0] * grid[1] > 1:
+        from .sincos import match_sincos
+        variant, _ = match_sincos(table.reshape(-1, tokens, table.shape[-1])[0, prefix:].double().numpy(), grid)
+        if variant == "mae":
+            family_name, profile = "mae", "mae"
+
+    return Embedding(key, family_name, profile, tuple(table.shape), table.dtype, prefix, grid,
+                     patch, patch_key, extras)
+
+
+def new_grid_for(emb: Embedding, image_size: Pair, ckpt_path) -> Pair:
+    """The new patch grid for an image size; refuses sizes that are not a multiple of the patch."""
+    if emb.patch is None:
+        raise CheckpointError(f"{ckpt_path}: no patch-embedding weight beside {emb.name} tells the patch size; "
+                              f"pass --patch-size")
+    grid = []
+    for axis, size, patch in (("height", image_size[0], emb.patch[0]), ("width", image_size[1], emb.patch[1])):
+        if size % patch:
+            down, up = size - size % patch, size - size % patch + patch
+            raise CheckpointError(
+                f"image {axis} {size} is not a multiple of the patch size {patch}: crop the images to {down} "
+                f"(grid {down // patch}) or pad them to {up} (grid {up // patch}, as timm's dynamic_img_pad does) "
+                f"and pass that size")
+        grid.append(size // patch)
+    return tuple(grid)  # type: ignore[return-value]
+
+
+def nonfinite_summary(table: torch.Tensor, prefix: int) -> Optional[str]:
+    """'3 NaN, 1 Inf in tokens 0, 17 (prefix 0)' or None when all finite."""
+    flat = table.reshape(-1, table.shape[-2], table.shape[-1])
+    bad = ~torch.isfinite(flat)
+    if not bad.any():
+        return None
+    nan = int(torch.isnan(flat).sum())
+    inf = int(torch.isinf(flat).sum())
+    tokens = torch.nonzero(bad.any(dim=-1).any(dim=0)).flatten().tolist()
+    shown = ", ".join(map(str, tokens[:6])) + (", ..." if len(tokens) > 6 else "")
+    where = f"token{'s' if len(tokens) > 1 else ''} {shown}"
+    if any(t < prefix for t in tokens):
+        where += f" (tokens < {prefix} are prefix tokens)"
+    return f"{nan} NaN, {inf} Inf in {where}"
+
+
+# -- resizing --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Method:
+    """How to resize: a library profile, explicit op settings, or (for fixed
+    sin-cos tables) regeneration at the new grid."""
+    profile: Optional[str] = None
+    mode: Optional[str] = None
+    align_corners: Optional[bool] = None
+    antialias: Optional[bool] = None
+    sincos: bool = False
+
+    def resolved(self) -> Dict[str, Any]:
+        """The settings that will run: mode, align_corners, antialias (+ profile extras)."""
+        if self.sincos:
+            return {"sincos": True}
+        if self.profile is not None:
+            from .profiles import resolve
+            try:
+                return resolve(self.profile, self.mode, self.align_corners, self.antialias, None).settings()
+            except ValueError as exc:
+                raise CheckpointError(str(exc)) from None
+        return {"mode": self.mode or "bicubic", "align_corners": self.align_corners,
+                "antialias": bool(self.antialias)}
+
+    @property
+    def label(self) -> str:
+        if self.sincos:
+            return "sincos regenerated"
+        settings = self.resolved()
+        text = settings["mode"]
+        if settings.get("align_corners"):
+            text += " ac"
+        if settings.get("antialias"):
+            text += " aa"
+        if settings.get("scale_offset"):
+            text += f" +{settings['scale_offset']:g}"
+        if settings.get("compute_dtype"):
+            text += f" ({settings['compute_dtype']})"
+        return f"{self.profile}: {text}" if self.profile else text
+
+    def apply(self, table: torch.Tensor, new_grid: Pair, old_grid: Pair, prefix: int) -> torch.Tensor:
+        if self.sincos:
+            return regenerate_sincos(table, new_grid, old_grid, prefix)
+        from . import interpolate_pos_embed
+        try:
+            return interpolate_pos_embed(table, new_grid, old_grid, prefix, mode=self.mode,
+                                         align_corners=self.align_corners, antialias=self.antialias,
+                                         profile=self.profile)
+        except ValueError as exc:  # the op's argument checks: a clear message already
+            raise CheckpointError(str(exc).splitlines()[0]) from None
+
+
+def regenerate_sincos(table: torch.Tensor, new_grid: Pair, old_grid: Pair, prefix: int) -> torch.Tensor:
+    """The fixed sin-cos table built anew at new_grid (no interpolation).
+
+    Refuses a table that is not sin-cos at old_grid: replacing learned values
+    would silently throw the training away. Prefix rows are kept (MAE's class
+    row is zeros)."""
+    import numpy as np
+
+    from .sincos import get_2d_sincos_pos_embed, match_sincos
+    tokens, dim = table.shape[-2], table.shape[-1]
+    rows = table.reshape(-1, tokens, dim)
+    variant, diff = match_sincos(rows[0, prefix:].double().numpy(), old_grid)
+    if variant is None:
+        raise CheckpointError(f"--sincos: the table is not a fixed 2-D sin-cos table at grid "
+                              f"{format_pair(old_grid)} (max difference {diff:.3g} to the closest variant); "
+                              f"interpolate it instead (drop --sincos)")
+    grid = torch.from_numpy(np.ascontiguousarray(get_2d_sincos_pos_embed(dim, new_grid, variant=variant)))
+    grid = grid.to(table.dtype).expand(rows.shape[0], -1, -1)
+    out = torch.cat([rows[:, :prefix], grid], dim=1).contiguous()
+    return out.reshape(*table.shape[:-2], out.shape[-2], dim)
+
+
+@dataclass
+class Change:
+    key: Key
+    old_shape: Tuple[int, ...]
+    new: torch.Tensor
+
+
+def plan_resize(ckpt: Checkpoint, emb: Embedding, new_grid: Pair, method: Method,
+                allow_nonfinite: bool = False) -> List[Change]:
+    """The tensors to replace (the table, and any position_ids buffer)."""
+    table = ckpt.get(emb.key)
+    bad = nonfinite_summary(table, emb.prefix_tokens)
+    if bad and not allow_nonfinite:
+        raise CheckpointError(f"{ckpt.path}: {emb.name} has non-finite values ({bad}); interpolation would "
+                              f"spread them to their neighbours; fix the checkpoint (or pass --allow-nonfinite)")
+    new = method.apply(table, new_grid, emb.grid, emb.prefix_tokens)
+    assert new.dtype == table.dtype, (new.dtype, table.dtype)  # every path casts back
+    changes = [Change(emb.key, tuple(table.shape), new)]
+    for key in emb.extras:  # position_ids: arange(L) with L the new token count
+        ids = ckpt.get(key)
+        fresh = torch.arange(new.shape[-2], dtype=ids.dtype).reshape(*ids.shape[:-1], new.shape[-2])
+        changes.append(Change(key, tuple(ids.shape), fresh))
+    return changes

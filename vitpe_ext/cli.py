@@ -1,0 +1,360 @@
+"""The `vitpe` command line (also `python -m vitpe_ext`).
+
+    vitpe resize IN OUT --image-size 384     resize a checkpoint's position embedding
+    vitpe inspect CKPT                       its table(s): layout, dtype, norms, sin-cos?, NaN/Inf
+    vitpe plot CKPT -o fig.png               similarity maps and value histograms, every mode
+    vitpe demo [CKPT]                        every mode against the exact answer, a forward pass, a plot
+    vitpe bench ...                          the benchmark (vitpe_ext/bench.py)
+
+A problem with the input (missing file, no embedding key, a size that is not a
+multiple of the patch, ...) ends the process with status 1 and one line on
+stderr; nothing is written then.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch  # noqa: F401  (load libtorch before vitpe_ext._C)
+
+from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, Method, describe,
+                         find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
+                         nonfinite_summary, parse_pair, plan_resize, save_checkpoint, select_keys)
+
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
+
+
+# -- shared arguments ------------------------------------------------------------
+
+def _pair_arg(what):
+    def parse(text):
+        try:
+            return parse_pair(text, what)
+        except CheckpointError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
+def _add_layout_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("table layout (detected when not given)")
+    group.add_argument("--key", action="append", metavar="KEY",
+                       help="the table's key (nested dicts as model/pos_embed); repeat for several tables")
+    group.add_argument("--prefix-tokens", type=int, metavar="N",
+                       help="class/distillation/register tokens at the start of the table")
+    group.add_argument("--old-grid", type=_pair_arg("--old-grid"), metavar="HxW",
+                       help="the table's current patch grid (needed for non-square grids)")
+    group.add_argument("--patch-size", type=_pair_arg("--patch-size"), metavar="P|PHxPW",
+                       help="patch size in pixels (default: from the patch-embedding weight)")
+
+
+def _add_method_args(parser: argparse.ArgumentParser) -> None:
+    from .profiles import PROFILES
+    group = parser.add_argument_group(
+        "resize method",
+        "Default: the profile of the checkpoint's library (torchvision, timm, hf, mae, dinov2...). "
+        "--mode/--align-corners/--antialias without --profile run the op with exactly those settings; "
+        "with --profile they adjust it where that library allows.")
+    group.add_argument("--profile", choices=sorted(PROFILES), help="reproduce this library's resize")
+    group.add_argument("--mode", choices=MODES, help="interpolation mode")
+    group.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
+                       help="bilinear/bicubic: map corner centres to corner centres")
+    group.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
+                       help="bilinear/bicubic: Pillow-style antialiased kernel")
+    group.add_argument("--sincos", action="store_true",
+                       help="fixed sin-cos table (MAE): regenerate it exactly at the new grid instead of interpolating")
+
+
+def method_from_args(args, emb: Embedding) -> Method:
+    explicit = args.mode is not None or args.align_corners is not None or args.antialias is not None
+    if args.sincos:
+        if explicit or args.profile:
+            raise CheckpointError("--sincos regenerates the table; it takes no --profile/--mode/--align-corners/--antialias")
+        return Method(sincos=True)
+    profile = args.profile if (args.profile or explicit) else emb.profile
+    method = Method(profile=profile, mode=args.mode, align_corners=args.align_corners, antialias=args.antialias)
+    method.resolved()  # a contradiction with the profile fails here, before any work
+    return method
+
+
+def _load_tables(path, args, strict_single: bool = True):
+    ckpt = load_checkpoint(path)
+    keys = select_keys(ckpt, args.key) if strict_single or args.key else find_embedding_keys(ckpt)
+    if not keys:
+        keys = select_keys(ckpt, None)  # raises the "no key, candidates: ..." error
+    embs = [describe(ckpt, key, args.prefix_tokens, args.old_grid, args.patch_size) for key in keys]
+    return ckpt, embs
+
+
+# -- resize ----------------------------------------------------------------------
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def _check_output(src: Path, out: Path, force: bool) -> None:
+    if _same_file(src, out):
+        raise CheckpointError(f"{out}: is the input file; write the result to another path")
+    if out.is_dir():
+        raise CheckpointError(f"{out}: is a directory; give the output file's name")
+    if out.exists() and not force:
+        raise CheckpointError(f"{out}: exists; pass --force to overwrite it")
+    if not out.parent.is_dir():
+        raise CheckpointError(f"{out.parent}: no such directory for the output")
+
+
+def resize_file(src: Path, out: Path, args, log=print) -> None:
+    """Resize one checkpoint file (or only plan it with --dry-run)."""
+    if not src.exists():
+        raise CheckpointError(f"{src}: no such file")
+    _check_output(src, out, args.force)
+    ckpt, embs = _load_tables(src, args)
+    changes = []
+    for emb in embs:
+        new_grid = new_grid_for(emb, args.image_size, src)
+        method = method_from_args(args, emb)
+        layout = (f"prefix {emb.prefix_tokens}, patch {format_pair(emb.patch)}, {emb.dtype}".replace("torch.", "")
+                  + f", family {emb.family}")
+        if new_grid == emb.grid:
+            log(f"{src}: {emb.name} {tuple(emb.shape)}: already grid {format_pair(new_grid)} ({layout}); unchanged")
+            continue
+        planned = plan_resize(ckpt, emb, new_grid, method, allow_nonfinite=args.allow_nonfinite)
+        log(f"{src}: {emb.name} {tuple(emb.shape)} -> {tuple(planned[0].new.shape)}: grid "
+            f"{format_pair(emb.grid)} -> {format_pair(new_grid)} ({layout}); {method.label}")
+        for change in planned[1:]:
+            log(f"{src}: {key_name(change.key)} {change.old_shape} -> {tuple(change.new.shape)} (arange)")
+        changes += planned
+    if args.dry_run:
+        log(f"dry run: would write {out}" if changes else f"dry run: nothing to change, would copy to {out}")
+        return
+    for change in changes:
+        ckpt.set(change.key, change.new)
+    save_checkpoint(ckpt, out)
+    log(f"wrote {out}")
+
+
+class Progress:
+    """A plain progress bar on stderr; one line per step when stderr is not a terminal."""
+
+    def __init__(self, total: int, stream=None, width: int = 30):
+        self.total, self.done, self.width = total, 0, width
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        filled = self.width * self.done // max(self.total, 1)
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {label}"
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + line + ("\n" if self.done == self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def resize_dir(src: Path, out: Path, args) -> int:
+    if _same_file(src, out):
+        raise CheckpointError(f"{out}: is the input directory; write the results to another directory")
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"{out}: exists and is not a directory (IN is a directory, so OUT must be one)")
+    out_resolved = out.resolve()
+    files = sorted(p for p in src.rglob("*")
+                   if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES
+                   and out_resolved not in p.resolve().parents)
+    if not files:
+        raise CheckpointError(f"{src}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) in this directory")
+    if not args.dry_run:
+        out.mkdir(parents=True, exist_ok=True)
+    progress = Progress(len(files))
+    failed = []
+    notes: List[str] = []
+    for path in files:
+        target = out / path.relative_to(src)
+        try:
+            if not args.dry_run:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            resize_file(path, target, args, log=notes.append)
+        except CheckpointError as exc:
+            failed.append(str(exc))
+        except OSError as exc:
+            failed.append(f"{path}: {exc}")
+        progress.step(path.name)
+    for line in notes:
+        print(line)
+    for line in failed:
+        print(f"vitpe resize: error: {line}", file=sys.stderr)
+    if failed:
+        print(f"vitpe resize: {len(failed)} of {len(files)} checkpoints failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_resize(args) -> int:
+    src, out = Path(args.input), Path(args.output)
+    if src.is_dir():
+        return resize_dir(src, out, args)
+    resize_file(src, out, args)
+    return 0
+
+
+# -- inspect ---------------------------------------------------------------------
+
+def _table_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def inspect_rows(ckpt: Checkpoint, embs: List[Embedding]):
+    from .sincos import match_sincos
+    rows, problems = [], []
+    for emb in embs:
+        table = ckpt.get(emb.key)
+        rows3 = table.reshape(-1, table.shape[-2], table.shape[-1])
+        grid = rows3[:, emb.prefix_tokens:].double()
+        bad = nonfinite_summary(table, emb.prefix_tokens)
+        if bad:
+            problems.append(f"{emb.name}: {bad}")
+        finite = grid[torch.isfinite(grid).all(dim=-1)]
+        token_norms = finite.norm(dim=-1) if finite.numel() else torch.zeros(1)
+        prefix_norms = rows3[0, :emb.prefix_tokens].double().norm(dim=-1).tolist()
+        variant, diff = match_sincos(grid[0].numpy(), emb.grid) if not bad else (None, float("nan"))
+        sincos = f"{variant} (max diff {diff:.1e})" if variant else ("no" if diff == diff else "?")
+        image = (format_pair((emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1]))
+                 if emb.patch else "? (no patch size)")
+        rows.append([
+            emb.name, str(tuple(emb.shape)), str(emb.dtype).replace("torch.", ""),
+            f"{emb.family} -> {emb.profile}", str(emb.prefix_tokens), format_pair(emb.grid),
+            format_pair(emb.patch) if emb.patch else "?", image,
+            f"{float(finite.norm()):.4g}" if finite.numel() else "-",
+            f"{float(token_norms.mean()):.3g} [{float(token_norms.min()):.3g}, {float(token_norms.max()):.3g}]",
+            ", ".join(f"{n:.3g}" for n in prefix_norms) or "-",
+            sincos, bad or "none",
+        ])
+    header = ["key", "shape", "dtype", "family -> profile", "prefix", "grid", "patch", "image",
+              "grid norm", "token norm mean [min, max]", "prefix norms", "sin-cos", "non-finite"]
+    return header, rows, problems
+
+
+def cmd_inspect(args) -> int:
+    ckpt, embs = _load_tables(Path(args.checkpoint), args, strict_single=False)
+    header, rows, problems = inspect_rows(ckpt, embs)
+    print(f"{ckpt.path} ({ckpt.format}, {sum(1 for _ in ckpt.items())} tensors)")
+    print(_table_rows(header, rows))
+    for emb in embs:
+        print(f"{emb.name}: default resize {Method(profile=emb.profile).label}"
+              + (f"; patch size from {key_name(emb.patch_key)}" if emb.patch_key else ""))
+    if problems:
+        for line in problems:
+            print(f"vitpe inspect: non-finite values: {line} (they usually come from the checkpoint, "
+                  f"not the resize: fix them before interpolating)", file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- plot ------------------------------------------------------------------------
+
+def cmd_plot(args) -> int:
+    from .demo import DEMO_METHODS
+    from .plot import plot_resize
+
+    ckpt, embs = _load_tables(Path(args.checkpoint), args)
+    emb = embs[0]
+    if args.image_size is not None:
+        new_grid = new_grid_for(emb, args.image_size, ckpt.path)
+    else:
+        new_grid = (2 * emb.grid[0], 2 * emb.grid[1])
+    table = ckpt.get(emb.key)
+    bad = nonfinite_summary(table, emb.prefix_tokens)
+    if bad:
+        raise CheckpointError(f"{ckpt.path}: {emb.name} has non-finite values ({bad}); see vitpe inspect")
+    grid = table.reshape(-1, table.shape[-2], table.shape[-1])[0, emb.prefix_tokens:]
+    results = [(m.label, m.apply(table, new_grid, emb.grid, emb.prefix_tokens)
+                .reshape(-1, table.shape[-1])[-new_grid[0] * new_grid[1]:]) for m in DEMO_METHODS]
+    title = (f"{ckpt.path.name}: {emb.name} {tuple(emb.shape)}, grid {format_pair(emb.grid)} -> "
+             f"{format_pair(new_grid)}")
+    plot_resize(grid, emb.grid, results, new_grid, args.output, title)
+    print(f"wrote {args.output}")
+    return 0
+
+
+# -- parser and entry point ------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vitpe", description="Resize, inspect and plot Vision Transformer position embeddings.",
+        epilog="vitpe bench --help: the benchmark. Checkpoints: .pth/.pt/.bin (loaded with "
+               "torch.load(weights_only=True), never executing a pickle) and .safetensors.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("resize", help="resize a checkpoint's position embedding to a new image size",
+                       description="Resize the position-embedding table(s) of a checkpoint (or of every "
+                                   "checkpoint in a directory) for a new image size. Every other entry is "
+                                   "copied bit for bit; OUT is written atomically.")
+    p.add_argument("input", metavar="IN", help="checkpoint file, or a directory of checkpoints")
+    p.add_argument("output", metavar="OUT", help="output file (a directory when IN is one)")
+    p.add_argument("--image-size", type=_pair_arg("--image-size"), required=True, metavar="S|HxW",
+                   help="new image size in pixels, e.g. 384 or 512x384 (height x width)")
+    _add_layout_args(p)
+    _add_method_args(p)
+    p.add_argument("--force", action="store_true", help="overwrite an existing OUT")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    p.add_argument("--allow-nonfinite", action="store_true", help="resize a table that holds NaN/Inf anyway")
+    p.set_defaults(run=cmd_resize)
+
+    p = sub.add_parser("inspect", help="describe a checkpoint's position-embedding table(s)")
+    p.add_argument("checkpoint", metavar="CKPT")
+    _add_layout_args(p)
+    p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("plot", help="similarity maps and value histograms before/after resizing, every mode")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("--image-size", type=_pair_arg("--image-size"), metavar="S|HxW",
+                   help="new image size (default: twice the current grid)")
+    p.add_argument("-o", "--output", default="vitpe-plot.png", metavar="PNG")
+    _add_layout_args(p)
+    p.set_defaults(run=cmd_plot)
+
+    p = sub.add_parser("demo", help="every mode against the exact answer, a forward pass and a plot",
+                       description="Without CKPT: a torchvision ViT-B/16 state dict whose table is a 2-D "
+                                   "sin-cos field, so the exact table at any grid is known; resize it "
+                                   "224->384 and ->512 in every mode, print each mode's error and time, run "
+                                   "the resized model once, and plot. With CKPT: the same on its table, "
+                                   "without the exact-error columns.")
+    p.add_argument("checkpoint", nargs="?", metavar="CKPT")
+    p.add_argument("--image-size", type=_pair_arg("--image-size"), action="append", metavar="S|HxW",
+                   help="target image size (repeatable; default 384 and 512)")
+    p.add_argument("-o", "--output", default="vitpe-demo.png", metavar="PNG", help="the plot (default %(default)s)")
+    p.add_argument("--no-forward", action="store_true", help="skip the forward pass")
+    p.add_argument("--no-plot", action="store_true", help="skip the plot")
+    _add_layout_args(p)
+    p.set_defaults(run=lambda args: __import__("vitpe_ext.demo", fromlist=["run"]).run(args))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":
+        from .bench import main as bench_main  # lazy: the benchmark pulls in more
+        return bench_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except CheckpointError as exc:
+        print(f"vitpe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # disk full, permission denied, ...: still one line, and no partial OUT
+        print(f"vitpe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"vitpe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

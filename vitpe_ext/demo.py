@@ -1,0 +1,258 @@
+"""`vitpe demo`: every resize method on one table, against the exact answer.
+
+Without a checkpoint the demo builds torchvision's ViT-B/16 (random weights,
+no download) and puts a 2-D sin-cos field (MAE's table, integer positions on
+the 14x14 grid) in encoder.pos_embedding. The field is a known function of
+position, so the exact table at any grid is known: the same field at the new
+patch centres, (j + 0.5) * 14 / n - 0.5 in old-grid units (the half-pixel
+convention: a patch covering the same part of the image gets the same
+embedding). Each method's error against it is printed, with its time; the
+resized state dict then loads strictly into vit_b_16(image_size=384) and runs
+one forward pass; the plot shows similarity maps, error maps and histograms.
+
+Corner-aligned methods (align_corners=True; torchvision, big_vision) map
+corner centres onto corner centres, i.e. they stretch the grid slightly; their
+error column measures that convention against the half-pixel one.
+
+With a checkpoint there is no ground truth; the error columns then compare
+each method with the checkpoint's own library profile instead.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+
+from .checkpoint import (Checkpoint, CheckpointError, Embedding, Method, describe, format_pair, load_checkpoint,
+                         nonfinite_summary, select_keys)
+
+DEMO_METHODS = (
+    Method(mode="nearest"),
+    Method(mode="nearest-exact"),
+    Method(mode="bilinear"),
+    Method(mode="bilinear", align_corners=True),
+    Method(mode="bicubic"),
+    Method(mode="bicubic", align_corners=True),
+    Method(mode="bicubic", antialias=True),
+    Method(mode="area"),
+    Method(mode="lanczos3"),
+    Method(profile="dinov2"),  # the one library setting no plain mode covers: scale_factor (n + 0.1) / 14
+)
+DEFAULT_SIZES = ((384, 384), (512, 512))
+DEFAULT_NAME = "torchvision vit_b_16 (random weights) with a 2-D sin-cos encoder.pos_embedding"
+
+
+def used_by(method: Method) -> str:
+    """The library profiles whose numbers this method reproduces (up to their compute dtype)."""
+    from .profiles import PROFILES
+    if method.profile is not None:
+        return method.profile
+    settings = method.resolved()
+    names = [name for name, p in PROFILES.items()
+             if p.mode == settings["mode"] and bool(p.align_corners) == bool(settings["align_corners"])
+             and bool(p.antialias) == bool(settings["antialias"]) and p.scale_offset is None]
+    return ", ".join(names)
+
+
+def sincos_vit_b_16() -> Tuple[Checkpoint, Embedding]:
+    """torchvision's ViT-B/16 state dict with MAE's sin-cos table (cls row zeros)."""
+    from torchvision.models import vit_b_16
+
+    from .sincos import get_2d_sincos_pos_embed
+    state = vit_b_16(weights=None).state_dict()
+    table = torch.from_numpy(get_2d_sincos_pos_embed(768, 14, cls_token=True)).float().unsqueeze(0)
+    assert state["encoder.pos_embedding"].shape == table.shape
+    state["encoder.pos_embedding"] = table
+    ckpt = Checkpoint(Path("<built-in vit_b_16 sin-cos>"), "torch-zip", state)
+    return ckpt, describe(ckpt, ("encoder.pos_embedding",))
+
+
+def _time_ms(fn, repeats: int = 15) -> float:
+    """Best of `repeats` calls, in ms: on a shared machine the minimum is the
+    least disturbed measurement (a sub-millisecond call otherwise picks up
+    whole scheduler ticks)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a table this small gains nothing from threads but wake-up jitter
+    try:
+        fn()  # warm-up: first-call dispatch and allocation
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 1e3 * min(samples)
+
+
+def _recipe(method: Method):
+    """The anchors' permute + F.interpolate + cat recipe for the same settings, or None."""
+    if method.profile is not None or method.sincos:
+        return None
+    from .reference import recipe_interpolate, torch_has_lanczos
+    settings = method.resolved()
+    if settings["mode"] == "lanczos3" and not torch_has_lanczos():
+        return None
+    return lambda table, grid, old, prefix: recipe_interpolate(
+        table.reshape(-1, table.shape[-2], table.shape[-1]), grid, old, prefix, settings["mode"],
+        settings["align_corners"], settings["antialias"])
+
+
+def _grid_part(table: torch.Tensor, prefix: int) -> torch.Tensor:
+    return table.reshape(-1, table.shape[-2], table.shape[-1])[0, prefix:].double()
+
+
+def _errors(result: torch.Tensor, truth: torch.Tensor) -> Tuple[float, float]:
+    """(relative RMSE = |r - t|_F / |t|_F, max |r - t| / max |t|) over grid tokens."""
+    diff = result - truth
+    rel_rmse = float(diff.norm() / truth.norm().clamp_min(1e-300))
+    rel_max = float(diff.abs().max() / truth.abs().max().clamp_min(1e-300))
+    return rel_rmse, rel_max
+
+
+def _table(header: List[str], rows: List[List[str]], right: set) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def _sizes(args, emb: Embedding) -> List[Tuple[Tuple[int, int], Tuple[int, int], Optional[str]]]:
+    """[(image size, grid, note)]: the requested sizes, or 384/512 rounded to the patch."""
+    from .checkpoint import new_grid_for
+    if args.image_size:
+        return [(size, new_grid_for(emb, size, "demo"), None) for size in args.image_size]
+    if emb.patch is None:
+        raise CheckpointError("the checkpoint does not tell its patch size; pass --patch-size or --image-size")
+    out = []
+    for size in DEFAULT_SIZES:
+        grid = tuple(max(1, round(s / p)) for s, p in zip(size, emb.patch))
+        image = (grid[0] * emb.patch[0], grid[1] * emb.patch[1])
+        note = None if image == size else f"{format_pair(size)} is not a multiple of the patch, using {format_pair(image)}"
+        out.append((image, grid, note))
+    return out
+
+
+def _torchvision_model(state: dict, image_size: int, patch: int, default: bool):
+    """A torchvision VisionTransformer that the state dict fits, or (None, why)."""
+    from torchvision.models import VisionTransformer, vit_b_16
+    if default:
+        return vit_b_16(image_size=image_size), "vit_b_16(image_size=%d)" % image_size
+    layers = {k.split(".")[2] for k in state if k.startswith("encoder.layers.encoder_layer_")}
+    if "conv_proj.weight" not in state or not layers or "heads.head.weight" not in state:
+        return None, "the keys are not a bare torchvision VisionTransformer state dict"
+    hidden = state["conv_proj.weight"].shape[0]
+    heads = max(1, hidden // 64)  # not stored in the weights; 64-wide heads is every torchvision ViT but H/14
+    kwargs = dict(image_size=image_size, patch_size=patch, num_layers=len(layers), num_heads=heads,
+                  hidden_dim=hidden, mlp_dim=state["encoder.layers.encoder_layer_0.mlp.0.weight"].shape[0],
+                  num_classes=state["heads.head.weight"].shape[0])
+    if "heads.pre_logits.weight" in state:
+        kwargs["representation_size"] = state["heads.pre_logits.weight"].shape[0]
+    return VisionTransformer(**kwargs), f"VisionTransformer({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+
+
+def _forward(ckpt: Checkpoint, emb: Embedding, image: Tuple[int, int], grid, method: Method, default: bool) -> str:
+    if emb.family != "torchvision":
+        return f"skipped: only torchvision ViT checkpoints can be rebuilt without their config (this is {emb.family})"
+    if image[0] != image[1] or emb.patch[0] != emb.patch[1]:
+        return "skipped: torchvision's VisionTransformer takes square images and patches only"
+    state = ckpt.container(emb.key)
+    resized = dict(state)
+    resized[emb.key[-1]] = method.apply(ckpt.get(emb.key), grid, emb.grid, emb.prefix_tokens)
+    model, built = _torchvision_model(resized, image[0], emb.patch[0], default)
+    if model is None:
+        return f"skipped: {built}"
+    start = time.perf_counter()
+    try:
+        model.load_state_dict(resized, strict=True)
+    except RuntimeError as exc:
+        return f"failed: load_state_dict into {built}: {str(exc).splitlines()[0]}"
+    model.eval()
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, image[0], image[1])
+    with torch.inference_mode():
+        logits = model(x)
+    seconds = time.perf_counter() - start
+    finite = "all finite" if torch.isfinite(logits).all() else "NOT FINITE"
+    return (f"{built} loaded the {method.label} state dict strictly; one random {format_pair(image)} image "
+            f"-> logits {tuple(logits.shape)}, {finite}, {seconds:.1f} s on the CPU")
+
+
+def run(args) -> int:
+    started = time.perf_counter()
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+        keys = select_keys(ckpt, args.key)
+        emb = describe(ckpt, keys[0], args.prefix_tokens, args.old_grid, args.patch_size)
+        source, default = f"{ckpt.path}: {emb.name}", False
+    else:
+        if args.key or args.prefix_tokens is not None or args.old_grid or args.patch_size:
+            raise CheckpointError("--key/--prefix-tokens/--old-grid/--patch-size describe a checkpoint; give one")
+        ckpt, emb = sincos_vit_b_16()
+        source, default = DEFAULT_NAME, True
+    table = ckpt.get(emb.key)
+    bad = nonfinite_summary(table, emb.prefix_tokens)
+    if bad:
+        raise CheckpointError(f"{source} has non-finite values ({bad}); see vitpe inspect")
+    profile_method = Method(profile=emb.profile)
+    old_image = format_pair((emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])) if emb.patch else "?"
+    print(f"vitpe demo: {source}")
+    print(f"table {tuple(emb.shape)} {str(emb.dtype).replace('torch.', '')}: {emb.prefix_tokens} prefix token(s) "
+          f"+ grid {format_pair(emb.grid)} (image {old_image}, patch {format_pair(emb.patch) if emb.patch else '?'}),"
+          f" family {emb.family}, default profile {profile_method.label}")
+    print("times: best of 15 calls on one CPU thread, vitpe's op and the anchors' permute + F.interpolate "
+          "+ cat recipe with the same settings")
+    if default:
+        print("error = against the exact table (the sin-cos field at the new patch centres, half-pixel): "
+              "rel RMSE = |out - exact| / |exact| (Frobenius), max = max|out - exact| / max|exact|; "
+              "the class row is copied exactly and left out")
+    else:
+        print(f"no exact table for a learned embedding: 'vs profile' columns compare each method with "
+              f"{profile_method.label}, this checkpoint's library default (0 = identical)")
+
+    plot_data = None
+    for image, grid, note in _sizes(args, emb):
+        if note:
+            print(f"note: {note}")
+        from .sincos import sincos_2d_resampled
+        truth = (torch.from_numpy(sincos_2d_resampled(emb.dim, emb.grid, grid)) if default
+                 else _grid_part(profile_method.apply(table, grid, emb.grid, emb.prefix_tokens), emb.prefix_tokens))
+        kind = "exact" if default else "vs profile"
+        rows, results = [], []
+        for method in DEMO_METHODS:
+            out = method.apply(table, grid, emb.grid, emb.prefix_tokens)
+            grid_out = _grid_part(out, emb.prefix_tokens)
+            rel_rmse, rel_max = _errors(grid_out, truth)
+            ms = _time_ms(lambda: method.apply(table, grid, emb.grid, emb.prefix_tokens))
+            recipe = _recipe(method)
+            recipe_ms = (f"{_time_ms(lambda: recipe(table, grid, emb.grid, emb.prefix_tokens)):.3f}"
+                         if recipe else "-")
+            rows.append([method.label, used_by(method), f"{rel_rmse:.2e}", f"{rel_max:.2e}", f"{ms:.3f}",
+                         recipe_ms])
+            results.append((method.label, grid_out))
+        print()
+        print(f"{format_pair((emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])) if emb.patch else '?'} -> "
+              f"{format_pair(image)}: grid {format_pair(emb.grid)} -> {format_pair(grid)}, "
+              f"{emb.prefix_tokens + emb.grid[0] * emb.grid[1]} -> {emb.prefix_tokens + grid[0] * grid[1]} tokens")
+        print(_table(["method", "library profiles", f"rel RMSE {kind}", f"max {kind}", "vitpe ms",
+                      "F.interpolate ms"], rows, {2, 3, 4, 5}))
+        if plot_data is None:
+            plot_data = (image, grid, results, truth if default else None)
+
+    if not args.no_forward:
+        image, grid, _, _ = plot_data
+        print()
+        print("forward pass: " + _forward(ckpt, emb, image, grid, profile_method, default))
+
+    if not args.no_plot:
+        from .plot import plot_resize
+        image, grid, results, exact = plot_data
+        title = (f"{source}\ngrid {format_pair(emb.grid)} -> {format_pair(grid)}: cosine similarity of three "
+                 f"reference patches (x) to all patches, per method")
+        plot_resize(_grid_part(table, emb.prefix_tokens), emb.grid, results, grid, args.output, title, exact=exact)
+        print(f"plot: {args.output}")
+    print(f"done in {time.perf_counter() - started:.1f} s")
+    return 0
