@@ -7,7 +7,8 @@ follow MAE's param_groups_lrd / timm's param_groups_layer_decay and add one
 knob, pos_embed_lr_scale, to give the table a learning rate of its own.
 
 Layers: patch/position/class embeddings are layer 0, block i is layer i + 1,
-everything after the blocks (final norm, head) is layer L = blocks + 1.
+everything after the blocks (final norm, head) is layer L = blocks + 1
+(MAE's rule; timm's group_matcher puts the final norm with the last block).
 Group lr = base_lr * layer_decay ** (L - layer) (the "lr_scale" key holds
 the factor, for schedulers that multiply by it, as MAE's and timm's do).
 No weight decay on 1-D parameters (biases, norms) and on the names in
