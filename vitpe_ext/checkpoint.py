@@ -134,7 +134,8 @@ def load_checkpoint(path) -> Checkpoint:
         if fmt == "torch-zip":
             raise CheckpointError(f"{path}: truncated or corrupt torch checkpoint "
                                   f"(zip archive unreadable: {message.splitlines()[0] if message else type(exc).__name__})") from None
-        if isinstance(exc, EOFError) or "truncated" in message.lower() or "ran out of input" in message.lower():
+        lowered = message.lower()
+        if isinstance(exc, EOFError) or any(w in lowered for w in ("truncated", "ran out of input", "unexpected eof")):
             raise CheckpointError(f"{path}: truncated torch checkpoint (the pickle stream ends early)") from None
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: "
                               f"{message.splitlines()[0] if message else 'no detail'})") from None

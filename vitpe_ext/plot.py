@@ -112,18 +112,18 @@ def plot_resize(original, old_grid: Sequence[int], results: List[Tuple[str, obje
         cbar.set_label("|error|", fontsize=7.5)
 
     # value distribution before/after; the legend takes the right part of the row
-    row = outer[n_maps].subgridspec(1, 2, width_ratios=[2.2, 1.0], wspace=0.02)
+    row = outer[n_maps].subgridspec(1, 2, width_ratios=[2.4, 1.0], wspace=0.03)
     ax = fig.add_subplot(row[0])
     low = min(t.min() for _, t, _ in columns)
     high = max(t.max() for _, t, _ in columns)
     bins = np.linspace(low, high, 121)
     ax.hist(original.ravel(), bins=bins, density=True, color="0.8",
-            label=f"original (std {original.std():.3g})")
+            label=f"original: std {original.std():.3g}, [{original.min():.3g}, {original.max():.3g}]")
     colors = matplotlib.colormaps["tab10"]
     for i, (label, table, _) in enumerate(columns[1:]):
         style = {"color": "k", "linestyle": "--"} if (exact is not None and i == 0) else {"color": colors(i % 10)}
         ax.hist(table.ravel(), bins=bins, density=True, histtype="step", linewidth=1.1,
-                label=f"{label} (std {table.std():.3g}, range [{table.min():.3g}, {table.max():.3g}])", **style)
+                label=f"{label}: std {table.std():.3g}, [{table.min():.3g}, {table.max():.3g}]", **style)
     ax.set_yscale("log")
     ax.set_xlabel("table value (grid tokens, all channels)", fontsize=9)
     ax.set_ylabel("density (log)", fontsize=9)
@@ -132,7 +132,7 @@ def plot_resize(original, old_grid: Sequence[int], results: List[Tuple[str, obje
     handles, labels = ax.get_legend_handles_labels()
     legend_ax = fig.add_subplot(row[1])
     legend_ax.axis("off")
-    legend_ax.legend(handles, labels, fontsize=7.5, loc="center left", frameon=False,
-                     ncol=1 if len(labels) <= 8 else 2)
+    legend_ax.legend(handles, labels, fontsize=7.5, loc="center left", frameon=False, ncol=1,
+                     title="values: std, [min, max]", title_fontsize=8)
     fig.savefig(out_path)
     plt.close(fig)
