@@ -82,10 +82,10 @@ def test_matches_recipe(dtype, mode, align_corners, antialias, scale_kind):
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: str(d)[6:])
 def test_realistic_table(dtype):
-    """A ViT-B/16 224 table (1 + 14*14, 768) resized to 518/14 = 37 with the
+    """A ViT-S/16 224 table (1 + 14*14, 384) resized to 518/14 = 37 with the
     DINOv2 factor, and down to 7: the sizes people actually use."""
     gen = torch.Generator().manual_seed(7)
-    x = make_table(1, 1 + 14 * 14, 768, dtype, "contiguous", gen)
+    x = make_table(1, 1 + 14 * 14, 384, dtype, "contiguous", gen)
     for mode in MODES:
         if mode == "lanczos3" and not torch_has_lanczos():
             continue
