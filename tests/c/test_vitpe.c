@@ -1110,17 +1110,20 @@ static void errors(void) {
  * not undefined behaviour (UBSan aborts the program here if it does: this
  * runs last so that every other check has reported first). */
 static void batch_overflow(void) {
+    /* H 4 -> 6, W 4 -> 6, C = 1: batch * 6 (forward rows) and batch * 4
+       (backward rows) both overflow; the row range [0, 1) itself is fine */
     vitpe_axis h = make_axis(4, 6, VITPE_MODE_BILINEAR, 0, 0, VITPE_F32, 0), w = h;
     vitpe_plan *plan = NULL;
-    vitpe_io io = {VITPE_F32, INT64_MAX / 4, 0, 1, 0, 1, 36, 1};
-    float in[16] = {0}, out[36] = {0}, scratch[64];
-    snprintf(case_name, sizeof case_name, "errors: batch INT64_MAX/4 (batch * Hout overflows int64)");
+    vitpe_io fio = {VITPE_F32, INT64_MAX / 2, 0, 1, 0, 1, 36, 1}; /* inp broadcast, 16 tokens */
+    vitpe_io bio = {VITPE_F32, INT64_MAX / 2, 0, 1, 0, 1, 16, 1}; /* dout broadcast, 36 tokens */
+    float inp[16] = {0}, out[36] = {0}, scratch[64];
+    snprintf(case_name, sizeof case_name, "errors: batch INT64_MAX/2 (batch * rows overflows int64)");
     printf("c-kernels: %s\n", case_name);
     fflush(stdout);
     if (record(vitpe_plan_create(&plan, &h, &w, 1) == VITPE_OK, "errors", "plan")) {
-        int st = vitpe_forward_cpu(out, in, plan, &io, 0, 1, scratch);
+        int st = vitpe_forward_cpu(out, inp, plan, &fio, 0, 1, scratch);
         record(st == VITPE_EOVERFLOW || st == VITPE_EINVAL, "errors", "forward returned %d", st);
-        st = vitpe_backward_cpu(in, out, plan, &io, 0, 1, scratch);
+        st = vitpe_backward_cpu(inp, out, plan, &bio, 0, 1, scratch);
         record(st == VITPE_EOVERFLOW || st == VITPE_EINVAL, "errors", "backward returned %d", st);
     }
     vitpe_plan_destroy(plan);
