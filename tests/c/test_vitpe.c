@@ -4,7 +4,9 @@
  *
  * What is held to what (each check is one "passed"/"failed" item):
  *   plan       tap tables: windows in range and monotone, unused slots zero,
- *              adjoint tables exactly the transpose of the forward tables
+ *              adjoint tables exactly the transpose of the forward tables;
+ *              lanczos3's antialias flag and area's scale_factor change
+ *              nothing; a plan without adjoint runs the same forward (fwd-only)
  *   fwd        vitpe_forward_cpu (one row range) vs vitpe_forward_naive, to a
  *              tolerance derived from the magnitude of the terms summed
  *   fwd-split  several row ranges, each with its own scratch, in scrambled
@@ -24,7 +26,13 @@
  *   rounding   float -> float16/bfloat16 stores round to nearest even, at
  *              every tie between adjacent values (bilinear midpoints)
  *   errors     invalid axes, sizes over the limit, bad io, bad row ranges,
- *              backward without adjoint tables, status/mode strings
+ *              backward without adjoint tables, status/mode strings, and
+ *              (last, as UBSan aborts on it) a batch whose row count
+ *              overflows int64
+ *
+ * The tap formulas themselves (ATen's) are checked against F.interpolate by
+ * the Python tests; here naive and fast share them, and what is held is the
+ * engine, the tables, the conversions and the API contract.
  *
  * Input padding is filled with NaN bytes so that a read of padding shows up
  * in the results; output padding is filled with a sentinel byte and must
