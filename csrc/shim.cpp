@@ -76,6 +76,21 @@ int parse_mode(const std::string& mode) {
        "'; valid modes are nearest, nearest-exact, bilinear, bicubic, area, lanczos3");
 }
 
+const char* dtype_name(ScalarType t) {
+  switch (t) {
+    case ScalarType::Byte: return "uint8";
+    case ScalarType::Char: return "int8";
+    case ScalarType::Short: return "int16";
+    case ScalarType::Int: return "int32";
+    case ScalarType::Long: return "int64";
+    case ScalarType::Bool: return "bool";
+    case ScalarType::ComplexHalf: return "complex32";
+    case ScalarType::ComplexFloat: return "complex64";
+    case ScalarType::ComplexDouble: return "complex128";
+    default: return nullptr;
+  }
+}
+
 int parse_dtype(ScalarType t, const char* arg) {
   switch (t) {
     case ScalarType::Float: return VITPE_F32;
@@ -83,8 +98,11 @@ int parse_dtype(ScalarType t, const char* arg) {
     case ScalarType::Half: return VITPE_F16;
     case ScalarType::BFloat16: return VITPE_BF16;
     default:
+      if (const char* name = dtype_name(t))
+        fail("interpolate_pos_embed: ", arg, " must be float32, float64, float16 or bfloat16, got ",
+             name);
       fail("interpolate_pos_embed: ", arg,
-           " must be float32, float64, float16 or bfloat16, got dtype code ",
+           " must be float32, float64, float16 or bfloat16, got ScalarType code ",
            static_cast<int>(t));
   }
 }

@@ -15,15 +15,17 @@ _backward = torch.ops.vitpe.interpolate_pos_embed_backward.default
 Size2 = Union[int, Sequence[int]]
 
 
-def _pair(value, name):
-    if isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+def _pair(value, name, kind="ints"):
+    """An int (float) or a pair of them -> a two-element list; else ValueError."""
+    scalar = (int, torch.SymInt) if kind == "ints" else (int, float)
+    if isinstance(value, scalar) and not isinstance(value, bool):
         return [value, value]
     try:
         pair = list(value)
     except TypeError:
-        raise ValueError(f"{name} must be an int or two ints (height, width), got {value!r}") from None
-    if len(pair) != 2:
-        raise ValueError(f"{name} must be an int or two ints (height, width), got {value!r}")
+        pair = None
+    if pair is None or len(pair) != 2:
+        raise ValueError(f"{name} must be one or two {kind} (height, width), got {value!r}")
     return pair
 
 
@@ -68,9 +70,7 @@ def interpolate_pos_embed(
     mode = "bicubic" if mode is None else mode
     antialias = False if antialias is None else antialias
     if scale_factor is not None:
-        scale_factor = [float(s) for s in (_pair(scale_factor, "scale_factor")
-                                           if isinstance(scale_factor, (list, tuple))
-                                           else (scale_factor, scale_factor))]
+        scale_factor = [float(s) for s in _pair(scale_factor, "scale_factor", "floats")]
     out = _forward(
         pos_embed,
         _pair(new_size, "new_size"),
