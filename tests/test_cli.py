@@ -165,15 +165,18 @@ def test_resize_directory_with_progress(tmp_path, capsys):
     torch.save(make_state("timm", seed=1), src / "a.pth")
     torch.save(make_state("torchvision", seed=2), src / "sub" / "b.pt")
     (src / "README.txt").write_text("not a checkpoint, skipped")
-    code, out, err = run(["resize", src, tmp_path / "out", "--image-size", "64"], capsys)
+    code, out, err = run(["resize", src, tmp_path / "out", "--image-size", "96", "--dry-run"], capsys)
+    assert code == 0, err
+    assert out.count("dry run: would write") == 2 and not (tmp_path / "out").exists()
+    code, out, err = run(["resize", src, tmp_path / "out", "--image-size", "96"], capsys)
     assert code == 0, err
     assert "2/2" in err and "[" in err
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) == \
         ["a.pth", os.path.join("sub", "b.pt")]
-    assert torch.load(tmp_path / "out" / "sub" / "b.pt", weights_only=True)["encoder.pos_embedding"].shape == (1, 17, 16)
+    assert torch.load(tmp_path / "out" / "sub" / "b.pt", weights_only=True)["encoder.pos_embedding"].shape == (1, 37, 16)
     # one bad file: the others are still written, the status says it failed
     (src / "c.pth").write_text("garbage")
-    code, _, err = run(["resize", src, tmp_path / "out2", "--image-size", "64"], capsys)
+    code, _, err = run(["resize", src, tmp_path / "out2", "--image-size", "96"], capsys)
     assert code == 1
     assert "c.pth: not a checkpoint" in err and "1 of 3 checkpoints failed" in err
     assert (tmp_path / "out2" / "a.pth").exists() and not (tmp_path / "out2" / "c.pth").exists()
@@ -362,3 +365,21 @@ def test_entry_point_resize_and_error(tmp_path):
     assert failed.returncode == 1 and failed.stdout == ""
     assert failed.stderr.strip().splitlines() == [f"vitpe resize: error: {tmp_path / 'o.pth'}: exists; "
                                                   f"pass --force to overwrite it"]
+
+
+def test_timm_round_trip_matches_timm(tmp_path, capsys):
+    timm = pytest.importorskip("timm")
+    from timm.layers import resample_abs_pos_embed
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1)
+    state = model.state_dict()
+    src = save(tmp_path, {"state_dict": {"module." + k: v for k, v in state.items()}})
+    code, _, err = run(["resize", src, tmp_path / "o.pth", "--image-size", "384x256"], capsys)
+    assert code == 0, err
+    resized = torch.load(tmp_path / "o.pth", weights_only=True)["state_dict"]
+    resized = {k[len("module."):]: v for k, v in resized.items()}
+    big = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=(384, 256))
+    big.load_state_dict(resized, strict=True)
+    expected = resample_abs_pos_embed(state["pos_embed"], new_size=[24, 16], num_prefix_tokens=1)
+    torch.testing.assert_close(resized["pos_embed"], expected, rtol=0, atol=1e-6)
+    with torch.inference_mode():
+        assert torch.isfinite(big.eval()(torch.randn(1, 3, 384, 256))).all()

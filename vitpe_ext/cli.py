@@ -54,7 +54,8 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
     from .profiles import PROFILES
     group = parser.add_argument_group(
         "resize method",
-        "Default: the profile of the checkpoint's library (torchvision, timm, hf, mae, dinov2...). "
+        "Default: the profile of the checkpoint's library (torchvision, timm, hf, mae, dinov2...; hf's plain "
+        "bicubic for a --key of unknown origin). "
         "--mode/--align-corners/--antialias without --profile run the op with exactly those settings; "
         "with --profile they adjust it where that library allows.")
     group.add_argument("--profile", choices=sorted(PROFILES), help="reproduce this library's resize")
@@ -97,14 +98,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_output(src: Path, out: Path, force: bool) -> None:
+def _check_output(src: Path, out: Path, force: bool, dry_run: bool = False) -> None:
     if _same_file(src, out):
         raise CheckpointError(f"{out}: is the input file; write the result to another path")
     if out.is_dir():
         raise CheckpointError(f"{out}: is a directory; give the output file's name")
     if out.exists() and not force:
         raise CheckpointError(f"{out}: exists; pass --force to overwrite it")
-    if not out.parent.is_dir():
+    if not dry_run and not out.parent.is_dir():
         raise CheckpointError(f"{out.parent}: no such directory for the output")
 
 
@@ -112,7 +113,7 @@ def resize_file(src: Path, out: Path, args, log=print) -> None:
     """Resize one checkpoint file (or only plan it with --dry-run)."""
     if not src.exists():
         raise CheckpointError(f"{src}: no such file")
-    _check_output(src, out, args.force)
+    _check_output(src, out, args.force, args.dry_run)
     ckpt, embs = _load_tables(src, args)
     changes = []
     for emb in embs:
@@ -129,6 +130,9 @@ def resize_file(src: Path, out: Path, args, log=print) -> None:
         for change in planned[1:]:
             log(f"{src}: {key_name(change.key)} {change.old_shape} -> {tuple(change.new.shape)} (arange)")
         changes += planned
+        if emb.family.startswith("hf"):
+            log(f"note: transformers reads the image size from config.json: set \"image_size\": "
+                f"{args.image_size[0] if args.image_size[0] == args.image_size[1] else list(args.image_size)} there")
     if args.dry_run:
         log(f"dry run: would write {out}" if changes else f"dry run: nothing to change, would copy to {out}")
         return
@@ -307,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-nonfinite", action="store_true", help="resize a table that holds NaN/Inf anyway")
     p.set_defaults(run=cmd_resize)
 
-    p = sub.add_parser("inspect", help="describe a checkpoint's position-embedding table(s)")
+    p = sub.add_parser("inspect", help="describe a checkpoint's position-embedding table(s)",
+                       description="A table of the position-embedding key(s): layout, dtype, norms, whether "
+                                   "the table is a fixed sin-cos one, and NaN/Inf values (exit status 1 if any).")
     p.add_argument("checkpoint", metavar="CKPT")
     _add_layout_args(p)
     p.set_defaults(run=cmd_inspect)
