@@ -275,8 +275,13 @@ def test_error_out_exists_and_force(tmp_path, capsys):
 def test_error_out_is_in_even_with_force(tmp_path, capsys):
     src = save(tmp_path, make_state("timm"))
     before = src.read_bytes()
-    code, _, err = run(["resize", src, tmp_path / "." / "in.pth", "--image-size", "128", "--force"], capsys)
-    assert_one_line_error(code, err, "is the input file")
+    for alias in (str(tmp_path) + "/./in.pth", tmp_path / "link.pth", tmp_path / "hard.pth"):
+        if str(alias).endswith("link.pth"):
+            alias.symlink_to(src)
+        elif str(alias).endswith("hard.pth"):
+            os.link(src, alias)
+        code, _, err = run(["resize", src, alias, "--image-size", "128", "--force"], capsys)
+        assert_one_line_error(code, err, "is the input file")
     assert src.read_bytes() == before
 
 
