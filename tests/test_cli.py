@@ -174,6 +174,13 @@ def test_resize_directory_with_progress(tmp_path, capsys):
     assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) == \
         ["a.pth", os.path.join("sub", "b.pt")]
     assert torch.load(tmp_path / "out" / "sub" / "b.pt", weights_only=True)["encoder.pos_embedding"].shape == (1, 37, 16)
+    # a file without a table (another shard of a sharded checkpoint) is copied unchanged
+    torch.save({"blocks.3.mlp.fc1.weight": torch.randn(4, 4)}, src / "sub" / "shard2.bin")
+    code, out, err = run(["resize", src, tmp_path / "out_shards", "--image-size", "96"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out_shards" / "sub" / "shard2.bin").read_bytes() == (src / "sub" / "shard2.bin").read_bytes()
+    assert "shard2.bin: no position-embedding key; copied unchanged" in out
+    (src / "sub" / "shard2.bin").unlink()
     # one bad file: the others are still written, the status says it failed
     (src / "c.pth").write_text("garbage")
     code, _, err = run(["resize", src, tmp_path / "out2", "--image-size", "96"], capsys)
@@ -237,6 +244,16 @@ def test_error_no_embedding_key_lists_candidates(tmp_path, capsys):
     src = save(tmp_path, {"blocks.0.weight": torch.zeros(3), "rel_pos_bias": torch.zeros(5, 2)})
     code, _, err = run(["resize", src, tmp_path / "o.pth", "--image-size", "384"], capsys)
     assert_one_line_error(code, err, "no position-embedding key found", "candidates: rel_pos_bias (5, 2)", "--key")
+
+
+def test_error_directory_without_any_table(tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    torch.save({"w": torch.zeros(2)}, tmp_path / "d" / "a.pth")
+    code, out, err = run(["resize", tmp_path / "d", tmp_path / "o", "--image-size", "384"], capsys)
+    progress, message = err.strip().splitlines()
+    assert progress.startswith("[") and "1/1 a.pth" in progress
+    assert_one_line_error(code, message, "none of its 1 checkpoint files has a position-embedding key")
+    assert not (tmp_path / "o").exists()
 
 
 def test_error_ambiguous_keys(tmp_path, capsys):

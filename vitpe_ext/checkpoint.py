@@ -36,6 +36,10 @@ class CheckpointError(Exception):
     """A problem with the user's input; the CLI prints the message as one line."""
 
 
+class NoEmbeddingKey(CheckpointError):
+    """No key looks like a position-embedding table (a directory run copies such files, e.g. other shards)."""
+
+
 def key_name(key: Key) -> str:
     return "/".join(str(part) for part in key)
 
@@ -284,7 +288,7 @@ def select_keys(ckpt: Checkpoint, requested: Optional[Sequence[str]]) -> List[Ke
     keys = find_embedding_keys(ckpt)
     if not keys:
         looked = ", ".join(f.table_suffix for f in FAMILIES)
-        raise CheckpointError(f"{ckpt.path}: no position-embedding key found (looked for {looked}); "
+        raise NoEmbeddingKey(f"{ckpt.path}: no position-embedding key found (looked for {looked}); "
                               f"candidates: {', '.join(related_keys(ckpt))}; pass --key")
     if len(keys) > 1:
         raise CheckpointError(f"{ckpt.path}: {len(keys)} position-embedding keys: "

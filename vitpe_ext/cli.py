@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 import torch  # noqa: F401  (load libtorch before vitpe_ext._C)
 
-from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, Method, describe,
-                         find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
-                         nonfinite_summary, parse_pair, plan_resize, save_checkpoint, select_keys)
+from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, Method, NoEmbeddingKey,
+                         describe, find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
+                         nonfinite_summary, parse_pair, plan_resize, save_checkpoint, select_keys, write_atomic)
 
 MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
 
@@ -172,22 +173,41 @@ def resize_dir(src: Path, out: Path, args) -> int:
                    and out_resolved not in p.resolve().parents)
     if not files:
         raise CheckpointError(f"{src}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) in this directory")
+    made_out = not out.exists()
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
     progress = Progress(len(files))
-    failed = []
+    failed, copied = [], []
     notes: List[str] = []
     for path in files:
         target = out / path.relative_to(src)
         try:
             if not args.dry_run:
                 target.parent.mkdir(parents=True, exist_ok=True)
-            resize_file(path, target, args, log=notes.append)
+            try:
+                resize_file(path, target, args, log=notes.append)
+            except NoEmbeddingKey:
+                # e.g. the other shards of a sharded checkpoint: copied unchanged at the end
+                copied.append((path, target))
         except CheckpointError as exc:
             failed.append(str(exc))
         except OSError as exc:
             failed.append(f"{path}: {exc}")
         progress.step(path.name)
+    if len(copied) == len(files):
+        if made_out and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
+            shutil.rmtree(out)  # only the empty folders made above
+        raise CheckpointError(f"{src}: none of its {len(files)} checkpoint files has a position-embedding key; "
+                              f"pass --key")
+    for path, target in copied:
+        try:
+            if not args.dry_run:
+                with open(path, "rb") as f:
+                    write_atomic(target, lambda g: shutil.copyfileobj(f, g, 1 << 20))
+            notes.append(f"{path}: no position-embedding key; {'would copy' if args.dry_run else 'copied'} "
+                         f"unchanged to {target}")
+        except OSError as exc:
+            failed.append(f"{path}: {exc}")
     for line in notes:
         print(line)
     for line in failed:
