@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import vitpe_ext  # noqa: F401
+import vitpe_ext  # noqa: F401  (loads the op)
 from vitpe_ext.checkpoint import (Checkpoint, CheckpointError, describe, load_checkpoint, parse_pair,
                                   save_checkpoint, select_keys, write_atomic)
 from vitpe_ext.sincos import get_2d_sincos_pos_embed, match_sincos, sincos_2d_resampled

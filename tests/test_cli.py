@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -60,7 +59,7 @@ def test_resize_uses_the_family_profile_and_keeps_everything_else(tmp_path, caps
     patch = 14 if family.startswith("dinov2") else 16
     code, out, err = run(["resize", src, tmp_path / "out.pth", "--image-size", f"{6 * patch}x{5 * patch}"], capsys)
     assert code == 0, err
-    assert f"grid 4x4 -> 6x5" in out and profile in out
+    assert "grid 4x4 -> 6x5" in out and profile in out
     back = torch.load(tmp_path / "out.pth", weights_only=True)
     assert back["epoch"] == 5 and back["args"] == {"lr": 0.1}
     assert list(back["model"]) == list(obj["model"])          # same keys, same order

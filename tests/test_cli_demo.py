@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-import vitpe_ext  # noqa: F401
+import vitpe_ext  # noqa: F401  (loads the op)
 from vitpe_ext import cli
 from vitpe_ext.reference import recipe_interpolate
 from vitpe_ext.sincos import get_2d_sincos_pos_embed, sincos_2d_resampled

@@ -251,22 +251,13 @@ def find_embedding_keys(ckpt: Checkpoint) -> List[Key]:
 
 
 def related_keys(ckpt: Checkpoint, limit: int = 8) -> List[str]:
-    """Keys that look like position embeddings, for error messages."""
-    names = [key_name(key) for key, _ in ckpt.items()]
-    hits = [n for n in names if "pos" in n.lower().rsplit("/", 1)[-1] or "position" in n.lower()]
-    if not hits:
-        hits = [n for n in names if "embed" in n.lower()]
-    if not hits:
-        hits = names
-    more = f" (+{len(hits) - limit} more)" if len(hits) > limit else ""
-    return [f"{n} {tuple(ckpt.get(_parse(ckpt, n)).shape)}" for n in hits[:limit]] + ([more.strip()] if more else [])
-
-
-def _parse(ckpt: Checkpoint, name: str) -> Key:
-    for key, _ in ckpt.items():
-        if key_name(key) == name:
-            return key
-    raise KeyError(name)
+    """Keys that look like position embeddings, with shapes, for error messages."""
+    items = [(key_name(key), tuple(value.shape)) for key, value in ckpt.items()]
+    last = lambda name: name.rsplit("/", 1)[-1].lower()  # noqa: E731
+    hits = ([item for item in items if "pos" in last(item[0])]
+            or [item for item in items if "embed" in last(item[0])] or items)
+    shown = [f"{name} {shape}" for name, shape in hits[:limit]]
+    return shown + ([f"(+{len(hits) - limit} more)"] if len(hits) > limit else [])
 
 
 def select_keys(ckpt: Checkpoint, requested: Optional[Sequence[str]]) -> List[Key]:

@@ -19,7 +19,6 @@ each method with the checkpoint's own library profile instead.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import List, Optional, Tuple

@@ -13,7 +13,7 @@ Headless: matplotlib with the Agg backend, imported only here.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
