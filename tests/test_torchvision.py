@@ -211,3 +211,15 @@ def test_dynamic_training_step_at_two_resolutions():
 def test_make_dynamic_rejects_other_models():
     with pytest.raises(TypeError, match="VisionTransformer"):
         vtv.make_dynamic(torch.nn.Linear(2, 2))
+
+
+def test_dynamic_model_deepcopies():
+    import copy
+    model = vtv.make_dynamic(small_vit().eval())
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        before = model(x)
+        twin = copy.deepcopy(model)  # e.g. an EMA copy: its own forward, table and cache
+        twin.encoder.pos_embedding.add_(torch.randn_like(twin.encoder.pos_embedding))
+        assert twin.forward.__self__ is twin
+        assert torch.equal(model(x), before) and not torch.equal(twin(x), before)
