@@ -61,53 +61,163 @@ static inline uint16_t vitpe__f32_to_bf16(float f) {
 
 #define VITPE_ID(x) (x)
 
+/* The passes are compiled twice, for AVX2 and for the baseline ISA, and the
+ * dynamic loader picks one per CPU (GCC/Clang target_clones, an ELF ifunc).
+ * Both clones do the same float operations in the same order -- the build
+ * has -ffp-contract=off, so the AVX2 clone has no FMA either -- and give
+ * bitwise the same results on every CPU. */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__)
+#define VITPE_CLONES __attribute__((target_clones("avx2", "default")))
+#define VITPE_INLINE static inline __attribute__((always_inline))
+#else
+#define VITPE_CLONES
+#define VITPE_INLINE static inline
+#endif
+
 /* ------------------------------------------------------------------------
- * Weighted sum of n rows spaced `stride` elements apart, over C channels:
+ * Channel blocks. The H pass writes, and the W pass reads back count[ox]
+ * times per output token, a scratch block of in_w tokens x bw channels;
+ * bw is chosen so that the block stays in L1 (VITPE_SCRATCH_BUDGET bytes:
+ * 14 columns x 256 floats, 37 columns x 64 floats). Within it the sums run
+ * VITPE_BLOCK_BYTES of accumulators at a time (64 floats / 32 doubles:
+ * eight AVX2 registers). Each output token is written bw channels at a
+ * time, contiguous runs of whole cache lines. */
+#define VITPE_BLOCK_BYTES 256
+#ifndef VITPE_SCRATCH_BUDGET
+#define VITPE_SCRATCH_BUDGET (16 * 1024)
+#endif
+
+/* The scratch block's width in accumulators: as many register blocks as
+ * fit the budget over in_w tokens, at least one, at most C. */
+static int64_t vitpe__block_width(int64_t in_w, int64_t C, int64_t acc_size) {
+    const int64_t cb = VITPE_BLOCK_BYTES / acc_size;
+    int64_t blocks = (int64_t)VITPE_SCRATCH_BUDGET / (in_w * VITPE_BLOCK_BYTES);
+    if (blocks < 1) blocks = 1;
+    return blocks * cb < C ? blocks * cb : C;
+}
+
+/* A full block is held in 32-byte vectors (GNU C vector extensions, which
+ * GCC and Clang lower to AVX2 or to pairs of SSE registers per clone); the
+ * code is explicit so that the accumulators stay in registers whatever the
+ * compiler's auto-vectorizer decides. Without the extensions every block
+ * takes the channel-by-channel path, which does the same operations. */
+#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 9)
+#define VITPE_VECTOR 1
+#if !defined(__clang__)
+/* GCC warns that returning a 32-byte vector has an ABI that depends on
+ * AVX; these helpers are always inlined, never called across an ABI
+ * boundary. (Stores take the vector by pointer for the same reason.) */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+typedef float vitpe_f32x8 __attribute__((vector_size(32)));
+typedef double vitpe_f64x4 __attribute__((vector_size(32)));
+typedef uint32_t vitpe_u32x8 __attribute__((vector_size(32)));
+typedef uint16_t vitpe_u16x8 __attribute__((vector_size(16)));
+
+/* loads/stores of 32 bytes of accumulators, any alignment */
+VITPE_INLINE vitpe_f32x8 vitpe__ldv_f32(const float *p) { vitpe_f32x8 v; memcpy(&v, p, 32); return v; }
+VITPE_INLINE void vitpe__stv_f32(float *p, const vitpe_f32x8 *v) { memcpy(p, v, 32); }
+VITPE_INLINE vitpe_f64x4 vitpe__ldv_f64(const double *p) { vitpe_f64x4 v; memcpy(&v, p, 32); return v; }
+VITPE_INLINE void vitpe__stv_f64(double *p, const vitpe_f64x4 *v) { memcpy(p, v, 32); }
+
+/* 8 bfloat16 <-> 8 floats: the scalar conversions above, lane by lane in
+ * integer vector ops (a NaN keeps its payload and is made quiet). */
+VITPE_INLINE vitpe_f32x8 vitpe__ldv_bf16(const uint16_t *p) {
+    vitpe_u16x8 h;
+    memcpy(&h, p, 16);
+    vitpe_u32x8 u = __builtin_convertvector(h, vitpe_u32x8) << 16;
+    vitpe_f32x8 f;
+    memcpy(&f, &u, 32);
+    return f;
+}
+VITPE_INLINE void vitpe__stv_bf16(uint16_t *p, const vitpe_f32x8 *f) {
+    vitpe_u32x8 u;
+    memcpy(&u, f, 32);
+    const vitpe_u32x8 nan = (vitpe_u32x8)((u & 0x7fffffffu) > 0x7f800000u); /* all ones or 0 */
+    const vitpe_u32x8 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    const vitpe_u32x8 quiet = (u >> 16) | 0x40u;
+    const vitpe_u16x8 h = __builtin_convertvector((nan & quiet) | (~nan & rounded), vitpe_u16x8);
+    memcpy(p, &h, 16);
+}
+/* float16 has no cheap integer form: convert lane by lane */
+VITPE_INLINE vitpe_f32x8 vitpe__ldv_f16(const uint16_t *p) {
+    vitpe_f32x8 f;
+    for (int i = 0; i < 8; i++) f[i] = vitpe__f16_to_f32(p[i]);
+    return f;
+}
+VITPE_INLINE void vitpe__stv_f16(uint16_t *p, const vitpe_f32x8 *f) {
+    for (int i = 0; i < 8; i++) p[i] = vitpe__f32_to_f16((*f)[i]);
+}
+#else
+#define VITPE_VECTOR 0
+#endif
+
+/* Weighted sum of n rows spaced `stride` elements apart, over len <= CB
+ * channels:
  *   dst[c] = sum_k w[k] * src[k*stride + c]
- * Channels go in blocks of 16 held in registers across all taps (the
- * compiler vectorizes the fixed-length loops), then a scalar tail. The sum
- * runs over k in order, as ATen's interpolate loops do. n == 0 writes zeros
- * (an input no output reads gets a zero gradient). */
-#define VITPE_BLOCK 16
-#define VITPE_DEFINE_WSUM(NAME, DST_T, SRC_T, ACC, LOAD, STORE)                            \
-    static void NAME(DST_T *restrict dst, const SRC_T *restrict src, int64_t stride,       \
-                     const double *restrict w, int64_t n, int64_t C) {                     \
-        int64_t c = 0;                                                                     \
+ * A full block keeps its CB accumulators in registers across all taps; a
+ * short block (the channel tail, or C < CB) goes channel by channel. Both
+ * sum over k in order starting from w[0]*src[0], as ATen's interpolate
+ * loops do, so they agree bitwise. n == 0 writes zeros (an input no output
+ * reads gets a zero gradient). VEC/LOADV/STOREV: the vector type and its
+ * load from SRC_T / store to DST_T. */
+#define VITPE_DEFINE_WSUM(NAME, DST_T, SRC_T, ACC, LOAD, STORE, CB, VEC, LOADV, STOREV)   \
+    VITPE_INLINE void NAME(DST_T *restrict dst, const SRC_T *restrict src, int64_t stride, \
+                           const double *restrict w, int64_t n, int64_t len) {             \
         if (n == 0) {                                                                      \
-            for (c = 0; c < C; c++) dst[c] = STORE((ACC)0);                                \
+            for (int64_t c = 0; c < len; c++) dst[c] = STORE((ACC)0);                      \
             return;                                                                        \
         }                                                                                  \
-        for (; c + VITPE_BLOCK <= C; c += VITPE_BLOCK) {                                   \
-            ACC acc[VITPE_BLOCK];                                                          \
-            const SRC_T *s = src + c;                                                      \
-            ACC wk = (ACC)w[0];                                                            \
-            for (int j = 0; j < VITPE_BLOCK; j++) acc[j] = wk * LOAD(s[j]);                \
-            for (int64_t k = 1; k < n; k++) {                                              \
-                s += stride;                                                               \
-                wk = (ACC)w[k];                                                            \
-                for (int j = 0; j < VITPE_BLOCK; j++) acc[j] += wk * LOAD(s[j]);           \
-            }                                                                              \
-            for (int j = 0; j < VITPE_BLOCK; j++) dst[c + j] = STORE(acc[j]);              \
-        }                                                                                  \
-        for (; c < C; c++) {                                                               \
+        VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LOADV, STOREV)                        \
+        for (int64_t c = 0; c < len; c++) {                                                \
             ACC acc = (ACC)w[0] * LOAD(src[c]);                                            \
             for (int64_t k = 1; k < n; k++) acc += (ACC)w[k] * LOAD(src[k * stride + c]);  \
             dst[c] = STORE(acc);                                                           \
         }                                                                                  \
     }
+#if VITPE_VECTOR
+#define VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LOADV, STOREV)                        \
+    if (len == CB) {                                                                       \
+        enum { VL = sizeof(VEC) / sizeof(ACC), NV = CB / VL };                             \
+        VEC acc[NV];                                                                       \
+        VEC wk = (VEC){0} + (ACC)w[0];                                                     \
+        for (int j = 0; j < NV; j++) acc[j] = wk * LOADV(src + j * VL);                    \
+        for (int64_t k = 1; k < n; k++) {                                                  \
+            const SRC_T *s = src + k * stride;                                             \
+            wk = (VEC){0} + (ACC)w[k];                                                     \
+            for (int j = 0; j < NV; j++) acc[j] += wk * LOADV(s + j * VL);                 \
+        }                                                                                  \
+        for (int j = 0; j < NV; j++) STOREV(dst + j * VL, &acc[j]);                         \
+        return;                                                                            \
+    }
+#else
+#define VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LOADV, STOREV)
+#endif
 
 /* ------------------------------------------------------------------------
  * The row engine: output grid rows [row_begin, row_end) of a (n_in_h, n_in_w)
- * -> (th.n_out, tw.n_out) resize; forward and backward both call it. */
-#define VITPE_DEFINE_ROWS(SUF, T, ACC, LOAD, STORE)                                        \
-    VITPE_DEFINE_WSUM(vitpe__hpass_##SUF, ACC, T, ACC, LOAD, VITPE_ID)                     \
-    VITPE_DEFINE_WSUM(vitpe__wpass_##SUF, T, ACC, ACC, VITPE_ID, STORE)                    \
-    static void vitpe__rows_##SUF(T *out, const T *inp, const vitpe_taps *th,              \
-                                  const vitpe_taps *tw, const vitpe_io *io,                \
-                                  int64_t row_begin, int64_t row_end, ACC *tmp) {          \
+ * -> (th.n_out, tw.n_out) resize; forward and backward both call it.
+ * Per row and channel block: H pass (input rows -> scratch), W pass (scratch
+ * -> output row). DIRECT (a constant: T is ACC) lets a row whose vertical
+ * taps are one input row times 1 skip the H pass: the W pass reads that
+ * input row in place (an identity H axis, align_corners end rows, nearest;
+ * ATen copies those values too). The scratch row holds in_w tokens of
+ * min(C, CB) accumulators. */
+#define VITPE_DEFINE_ROWS(SUF, T, ACC, LOAD, STORE, DIRECT, VEC, ACC_SUF)                   \
+    enum { VITPE_CB_##SUF = VITPE_BLOCK_BYTES / sizeof(ACC) };                             \
+    VITPE_DEFINE_WSUM(vitpe__hpass_##SUF, ACC, T, ACC, LOAD, VITPE_ID, VITPE_CB_##SUF,     \
+                      VEC, vitpe__ldv_##SUF, vitpe__stv_##ACC_SUF)                         \
+    VITPE_DEFINE_WSUM(vitpe__wpass_##SUF, T, ACC, ACC, VITPE_ID, STORE, VITPE_CB_##SUF,    \
+                      VEC, vitpe__ldv_##ACC_SUF, vitpe__stv_##SUF)                         \
+    VITPE_CLONES static void vitpe__rows_##SUF(T *out, const T *inp, const vitpe_taps *th, \
+                                               const vitpe_taps *tw, const vitpe_io *io,   \
+                                               int64_t row_begin, int64_t row_end,         \
+                                               ACC *tmp) {                                 \
+        const int64_t CB = VITPE_CB_##SUF;                                                 \
         const int64_t C = io->channels, P = io->prefix;                                    \
         const int64_t in_w = tw->n_in, out_h = th->n_out, out_w = tw->n_out;               \
         const int64_t its = io->in_token_stride, ots = io->out_token_stride;               \
+        const int64_t bw = vitpe__block_width(in_w, C, sizeof(ACC)); /* scratch stride */  \
         for (int64_t r = row_begin; r < row_end; r++) {                                    \
             const int64_t b = r / out_h, oy = r % out_h;                                   \
             const T *src = inp + b * io->in_batch_stride;                                  \
@@ -115,24 +225,41 @@ static inline uint16_t vitpe__f32_to_bf16(float f) {
             if (oy == 0) /* prefix tokens pass through, bit for bit */                     \
                 for (int64_t p = 0; p < P; p++)                                            \
                     memcpy(dst + p * ots, src + p * its, (size_t)C * sizeof(T));           \
-            /* H pass: this row's vertical taps, every input column */                     \
             const int64_t sy = th->start[oy], ny = th->count[oy];                          \
             const double *wy = th->weight + oy * th->width;                                \
-            for (int64_t ix = 0; ix < in_w; ix++)                                          \
-                vitpe__hpass_##SUF(tmp + ix * C, src + (P + sy * in_w + ix) * its,         \
-                                   in_w * its, wy, ny, C);                                 \
-            /* W pass: horizontal taps from the scratch row into the output row */         \
+            const T *srow = src + (P + sy * in_w) * its; /* first input row read */        \
             T *drow = dst + (P + oy * out_w) * ots;                                        \
-            for (int64_t ox = 0; ox < out_w; ox++)                                         \
-                vitpe__wpass_##SUF(drow + ox * ots, tmp + tw->start[ox] * C, C,            \
-                                   tw->weight + ox * tw->width, tw->count[ox], C);         \
+            const int direct = (DIRECT) && ny == 1 && wy[0] == 1.0;                        \
+            for (int64_t c0 = 0; c0 < C; c0 += bw) {                                       \
+                const int64_t lenw = C - c0 < bw ? C - c0 : bw;                            \
+                const ACC *hrow = tmp;                                                     \
+                int64_t hstride = bw;                                                      \
+                if (direct) {                                                              \
+                    hrow = (const ACC *)(const void *)(srow + c0);                         \
+                    hstride = its;                                                         \
+                } else { /* H pass: this row's vertical taps, every input column */        \
+                    for (int64_t ix = 0; ix < in_w; ix++)                                  \
+                        for (int64_t c = 0; c < lenw; c += CB)                             \
+                            vitpe__hpass_##SUF(tmp + ix * bw + c, srow + ix * its + c0 + c,\
+                                               in_w * its, wy, ny,                         \
+                                               lenw - c < CB ? lenw - c : CB);             \
+                }                                                                          \
+                /* W pass: horizontal taps from the H-pass block into the output row */    \
+                for (int64_t ox = 0; ox < out_w; ox++) {                                   \
+                    const ACC *h = hrow + tw->start[ox] * hstride;                         \
+                    const double *wx = tw->weight + ox * tw->width;                        \
+                    for (int64_t c = 0; c < lenw; c += CB)                                 \
+                        vitpe__wpass_##SUF(drow + ox * ots + c0 + c, h + c, hstride, wx,   \
+                                           tw->count[ox], lenw - c < CB ? lenw - c : CB);  \
+                }                                                                          \
+            }                                                                              \
         }                                                                                  \
     }
 
-VITPE_DEFINE_ROWS(f32, float, float, VITPE_ID, VITPE_ID)
-VITPE_DEFINE_ROWS(f64, double, double, VITPE_ID, VITPE_ID)
-VITPE_DEFINE_ROWS(f16, uint16_t, float, vitpe__f16_to_f32, vitpe__f32_to_f16)
-VITPE_DEFINE_ROWS(bf16, uint16_t, float, vitpe__bf16_to_f32, vitpe__f32_to_bf16)
+VITPE_DEFINE_ROWS(f32, float, float, VITPE_ID, VITPE_ID, 1, vitpe_f32x8, f32)
+VITPE_DEFINE_ROWS(f64, double, double, VITPE_ID, VITPE_ID, 1, vitpe_f64x4, f64)
+VITPE_DEFINE_ROWS(f16, uint16_t, float, vitpe__f16_to_f32, vitpe__f32_to_f16, 0, vitpe_f32x8, f32)
+VITPE_DEFINE_ROWS(bf16, uint16_t, float, vitpe__bf16_to_f32, vitpe__f32_to_bf16, 0, vitpe_f32x8, f32)
 
 static size_t vitpe__acc_size(int dtype) { return dtype == VITPE_F64 ? sizeof(double) : sizeof(float); }
 
@@ -146,12 +273,16 @@ int vitpe_scratch_bytes(size_t *bytes, const vitpe_plan *plan, const vitpe_io *i
     int st;
     if (!bytes || !plan) return VITPE_EINVAL;
     if ((st = vitpe__io_check(io))) return st;
-    /* one scratch row: the input grid's width (forward) or dout's width (backward) */
-    size_t row = (size_t)(backward ? plan->w.out_size : plan->w.in_size);
-    if (io->channels != 0 && row > SIZE_MAX / (size_t)io->channels) return VITPE_EOVERFLOW;
-    row *= (size_t)io->channels;
-    if (row > SIZE_MAX / vitpe__acc_size(io->dtype)) return VITPE_EOVERFLOW;
-    *bytes = row * vitpe__acc_size(io->dtype);
+    /* one channel block of a scratch row: the input grid's width (forward)
+     * or dout's width (backward) times the block width */
+    const size_t acc = vitpe__acc_size(io->dtype);
+    const int64_t in_w = backward ? plan->w.out_size : plan->w.in_size;
+    const size_t row = (size_t)in_w;
+    const size_t cb = (size_t)vitpe__block_width(in_w, io->channels, (int64_t)acc);
+    /* a grid row of C channels must be addressable even though the scratch
+     * holds only a block of it: the passes index input rows with it */
+    if (io->channels != 0 && row > SIZE_MAX / (size_t)io->channels / acc) return VITPE_EOVERFLOW;
+    *bytes = row * cb * acc;
     return VITPE_OK;
 }
 
@@ -159,6 +290,7 @@ static int vitpe__run_rows(void *out, const void *inp, const vitpe_taps *th, con
                            const vitpe_io *io, int64_t row_begin, int64_t row_end, void *scratch) {
     int st;
     if ((st = vitpe__io_check(io))) return st;
+    if (th->n_out > 0 && io->batch > INT64_MAX / th->n_out) return VITPE_EOVERFLOW; /* B * rows */
     if (row_begin < 0 || row_end < row_begin || row_end > io->batch * th->n_out) return VITPE_EINVAL;
     if (row_begin == row_end || io->channels == 0) return VITPE_OK;
     if (!out || !inp || !scratch) return VITPE_EINVAL;
