@@ -96,6 +96,22 @@ def test_patch_rebinds_and_restores():
     assert bound_to(TIMM_RESAMPLE) == before
 
 
+def test_patches_nest():
+    before = bound_to(TIMM_RESAMPLE)
+    with vtimm.patch():
+        with vtimm.patch() as inner:
+            assert inner.rebound == 0  # already routed
+        assert bound_to(vtimm.resample_abs_pos_embed) == before
+    assert bound_to(TIMM_RESAMPLE) == before
+    stale = vtimm.patch()
+    vtimm.unpatch()
+    fresh = vtimm.patch()
+    stale.unpatch()
+    assert bound_to(vtimm.resample_abs_pos_embed) == before
+    fresh.unpatch()
+    assert bound_to(TIMM_RESAMPLE) == before
+
+
 @pytest.mark.parametrize("model_kwargs", [{}, {"reg_tokens": 4}, {"no_embed_class": True, "reg_tokens": 2},
                                           {"dynamic_img_pad": True}])
 def test_dynamic_img_size_matches_unpatched(model_kwargs, op_calls):

@@ -144,6 +144,22 @@ def test_patch_context_manager_and_unpatch():
     assert tv_vit.interpolate_embeddings is TV_INTERPOLATE
 
 
+def test_patches_nest():
+    outer = vtv.patch()
+    with vtv.patch():
+        pass
+    assert tv_vit.interpolate_embeddings is vtv.interpolate_embeddings  # outer still open
+    outer.unpatch()
+    assert tv_vit.interpolate_embeddings is TV_INTERPOLATE
+    stale = vtv.patch()
+    vtv.unpatch()               # closes every patch
+    fresh = vtv.patch()
+    stale.unpatch()             # a spent handle does not close the new patch
+    assert tv_vit.interpolate_embeddings is vtv.interpolate_embeddings
+    fresh.unpatch()
+    assert tv_vit.interpolate_embeddings is TV_INTERPOLATE
+
+
 # -- make_dynamic ---------------------------------------------------------------------------------
 
 def small_vit(image_size=64, seed=0):

@@ -95,16 +95,24 @@ def _rebind(old, new) -> int:
 
 
 class _Patch:
-    """An applied patch. Use as a context manager, or call .unpatch()."""
+    """An applied patch: a context manager, or call .unpatch(). Patches
+    nest: timm's function comes back when the last open one closes (or at
+    the module's unpatch(), which closes them all)."""
 
-    def __init__(self, rebound: int):
-        self.rebound = rebound  # how many module globals now point at vitpe
+    def __init__(self, rebound: int, generation: int):
+        self.rebound = rebound  # how many module globals pointed at timm's function
+        self._generation = generation
         self.active = True
 
     def unpatch(self) -> None:
-        if self.active:
-            unpatch()
-            self.active = False
+        global _open
+        if not self.active:
+            return
+        self.active = False
+        if self._generation == _generation:  # not already closed by unpatch()
+            _open -= 1
+            if _open == 0:
+                _rebind(resample_abs_pos_embed, _original)
 
     def __enter__(self):
         return self
@@ -114,27 +122,32 @@ class _Patch:
         return False
 
 
+_open = 0          # patches not yet closed
+_generation = 0    # bumped by unpatch(): handles from before it are spent
+
+
 def patch() -> _Patch:
     """Rebind timm's resample_abs_pos_embed to vitpe's in every loaded timm
     module (timm.layers, timm.layers.pos_embed, timm.models.vision_transformer,
     eva, deit, ...), until unpatch() / the end of the `with` block. Modules
     imported while patched bind vitpe's through timm.layers; unpatch() finds
     them too. resample_abs_pos_embed_nhwc (SAM-style tables) is not routed."""
-    global _original
+    global _original, _open
     import timm.layers  # noqa: F401  (loads timm.layers.pos_embed)
     import timm.models.vision_transformer  # noqa: F401  (the ViT the patch is for)
     current = sys.modules["timm.layers.pos_embed"].resample_abs_pos_embed
     if current is not resample_abs_pos_embed:
         _original = current
-    if _original is None:
-        raise RuntimeError("timm.layers.pos_embed.resample_abs_pos_embed is already patched, "
-                           "but timm's own function is unknown")
     _register_fx_leaf()
-    return _Patch(_rebind(_original, resample_abs_pos_embed))
+    rebound = _rebind(_original, resample_abs_pos_embed)
+    _open += 1
+    return _Patch(rebound, _generation)
 
 
 def unpatch() -> None:
-    """Give every timm module its own resample_abs_pos_embed back."""
+    """Give every timm module its own resample_abs_pos_embed back, whatever patches are open."""
+    global _open, _generation
+    _open, _generation = 0, _generation + 1
     if _original is not None:
         _rebind(resample_abs_pos_embed, _original)
 

@@ -108,19 +108,23 @@ def interpolate_embeddings(
 # -- patch: torchvision's own function routed here -------------------------------
 
 class _Patch:
-    """An applied patch. Use as a context manager, or call .unpatch()."""
+    """An applied patch: a context manager, or call .unpatch(). Patches
+    nest: torchvision's function comes back when the last open one closes
+    (or at the module's unpatch(), which closes them all)."""
 
-    def __init__(self):
-        import torchvision.models.vision_transformer as tv_vit
-        self._module = tv_vit
-        self._previous = tv_vit.interpolate_embeddings
-        tv_vit.interpolate_embeddings = interpolate_embeddings
+    def __init__(self, generation: int):
+        self._generation = generation
         self.active = True
 
     def unpatch(self) -> None:
-        if self.active:
-            self._module.interpolate_embeddings = self._previous
-            self.active = False
+        global _open
+        if not self.active:
+            return
+        self.active = False
+        if self._generation == _generation:  # not already closed by unpatch()
+            _open -= 1
+            if _open == 0:
+                _restore()
 
     def __enter__(self):
         return self
@@ -130,7 +134,15 @@ class _Patch:
         return False
 
 
-_original = None
+_original = None   # torchvision's own function, once seen
+_open = 0          # patches not yet closed
+_generation = 0    # bumped by unpatch(): handles from before it are spent
+
+
+def _restore() -> None:
+    if _original is not None:
+        import torchvision.models.vision_transformer as tv_vit
+        tv_vit.interpolate_embeddings = _original
 
 
 def patch() -> _Patch:
@@ -138,18 +150,20 @@ def patch() -> _Patch:
     through vitpe until the returned handle's unpatch() (or the end of the
     `with` block). Callers that bound the function before (from ... import)
     keep torchvision's."""
-    global _original
+    global _original, _open
     import torchvision.models.vision_transformer as tv_vit
-    if _original is None and tv_vit.interpolate_embeddings is not interpolate_embeddings:
+    if tv_vit.interpolate_embeddings is not interpolate_embeddings:
         _original = tv_vit.interpolate_embeddings
-    return _Patch()
+    tv_vit.interpolate_embeddings = interpolate_embeddings
+    _open += 1
+    return _Patch(_generation)
 
 
 def unpatch() -> None:
     """Put torchvision's own interpolate_embeddings back, whatever patches are open."""
-    if _original is not None:
-        import torchvision.models.vision_transformer as tv_vit
-        tv_vit.interpolate_embeddings = _original
+    global _open, _generation
+    _open, _generation = 0, _generation + 1
+    _restore()
 
 
 # -- make_dynamic: any input resolution --------------------------------------------
