@@ -105,49 +105,52 @@ static int64_t vitpe__block_width(int64_t in_w, int64_t C, int64_t acc_size) {
 #define VITPE_VECTOR 1
 #if !defined(__clang__)
 /* GCC warns that returning a 32-byte vector has an ABI that depends on
- * AVX; these helpers are always inlined, never called across an ABI
- * boundary. (Stores take the vector by pointer for the same reason.) */
+ * AVX; vitpe__ldv_f16 is always inlined, never called across an ABI
+ * boundary. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 typedef float vitpe_f32x8 __attribute__((vector_size(32)));
 typedef double vitpe_f64x4 __attribute__((vector_size(32)));
 typedef uint32_t vitpe_u32x8 __attribute__((vector_size(32)));
 typedef uint16_t vitpe_u16x8 __attribute__((vector_size(16)));
+/* the same, for loads and stores at any alignment (as immintrin's __m256_u) */
+typedef float vitpe_f32x8_u __attribute__((vector_size(32), aligned(1), may_alias));
+typedef double vitpe_f64x4_u __attribute__((vector_size(32), aligned(1), may_alias));
+typedef uint16_t vitpe_u16x8_u __attribute__((vector_size(16), aligned(1), may_alias));
 
-/* loads/stores of 32 bytes of accumulators, any alignment */
-VITPE_INLINE vitpe_f32x8 vitpe__ldv_f32(const float *p) { vitpe_f32x8 v; memcpy(&v, p, 32); return v; }
-VITPE_INLINE void vitpe__stv_f32(float *p, const vitpe_f32x8 *v) { memcpy(p, v, 32); }
-VITPE_INLINE vitpe_f64x4 vitpe__ldv_f64(const double *p) { vitpe_f64x4 v; memcpy(&v, p, 32); return v; }
-VITPE_INLINE void vitpe__stv_f64(double *p, const vitpe_f64x4 *v) { memcpy(p, v, 32); }
-
-/* 8 bfloat16 <-> 8 floats: the scalar conversions above, lane by lane in
- * integer vector ops (a NaN keeps its payload and is made quiet). */
-VITPE_INLINE vitpe_f32x8 vitpe__ldv_bf16(const uint16_t *p) {
-    vitpe_u16x8 h;
-    memcpy(&h, p, 16);
-    vitpe_u32x8 u = __builtin_convertvector(h, vitpe_u32x8) << 16;
-    vitpe_f32x8 f;
-    memcpy(&f, &u, 32);
-    return f;
-}
-VITPE_INLINE void vitpe__stv_bf16(uint16_t *p, const vitpe_f32x8 *f) {
-    vitpe_u32x8 u;
-    memcpy(&u, f, 32);
-    const vitpe_u32x8 nan = (vitpe_u32x8)((u & 0x7fffffffu) > 0x7f800000u); /* all ones or 0 */
-    const vitpe_u32x8 rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    const vitpe_u32x8 quiet = (u >> 16) | 0x40u;
-    const vitpe_u16x8 h = __builtin_convertvector((nan & quiet) | (~nan & rounded), vitpe_u16x8);
-    memcpy(p, &h, 16);
-}
-/* float16 has no cheap integer form: convert lane by lane */
+/* Loads (expressions) and stores (statements) of 32 bytes of accumulators
+ * from/to the storage type. Macros, not functions: a vector passed by value
+ * would make the compiler spill the accumulators to memory. */
+#define vitpe__ldv_f32(p) (*(const vitpe_f32x8_u *)(const void *)(p))
+#define vitpe__stv_f32(p, v) (*(vitpe_f32x8_u *)(void *)(p) = (v))
+#define vitpe__ldv_f64(p) (*(const vitpe_f64x4_u *)(const void *)(p))
+#define vitpe__stv_f64(p, v) (*(vitpe_f64x4_u *)(void *)(p) = (v))
+/* bfloat16: the scalar conversions above, lane by lane in integer vector
+ * ops (a NaN keeps its payload and is made quiet). Vector casts between
+ * types of one size reinterpret the bits. */
+#define vitpe__ldv_bf16(p)                                                                 \
+    ((vitpe_f32x8)(__builtin_convertvector(*(const vitpe_u16x8_u *)(const void *)(p),      \
+                                           vitpe_u32x8) << 16))
+#define vitpe__stv_bf16(p, v)                                                              \
+    do {                                                                                   \
+        const vitpe_u32x8 u_ = (vitpe_u32x8)(v);                                           \
+        const vitpe_u32x8 nan_ = (vitpe_u32x8)((u_ & 0x7fffffffu) > 0x7f800000u);          \
+        const vitpe_u32x8 rounded_ = (u_ + 0x7fffu + ((u_ >> 16) & 1u)) >> 16;             \
+        const vitpe_u32x8 quiet_ = (u_ >> 16) | 0x40u;                                     \
+        *(vitpe_u16x8_u *)(void *)(p) =                                                    \
+            __builtin_convertvector((nan_ & quiet_) | (~nan_ & rounded_), vitpe_u16x8);    \
+    } while (0)
+/* float16 has no cheap integer form: lane by lane */
 VITPE_INLINE vitpe_f32x8 vitpe__ldv_f16(const uint16_t *p) {
     vitpe_f32x8 f;
     for (int i = 0; i < 8; i++) f[i] = vitpe__f16_to_f32(p[i]);
     return f;
 }
-VITPE_INLINE void vitpe__stv_f16(uint16_t *p, const vitpe_f32x8 *f) {
-    for (int i = 0; i < 8; i++) p[i] = vitpe__f32_to_f16((*f)[i]);
-}
+#define vitpe__stv_f16(p, v)                                                               \
+    do {                                                                                   \
+        const vitpe_f32x8 f_ = (v);                                                        \
+        for (int i_ = 0; i_ < 8; i_++) (p)[i_] = vitpe__f32_to_f16(f_[i_]);                \
+    } while (0)
 #else
 #define VITPE_VECTOR 0
 #endif
@@ -187,7 +190,7 @@ VITPE_INLINE void vitpe__stv_f16(uint16_t *p, const vitpe_f32x8 *f) {
             wk = (VEC){0} + (ACC)w[k];                                                     \
             for (int j = 0; j < NV; j++) acc[j] += wk * LOADV(s + j * VL);                 \
         }                                                                                  \
-        for (int j = 0; j < NV; j++) STOREV(dst + j * VL, &acc[j]);                         \
+        for (int j = 0; j < NV; j++) STOREV(dst + j * VL, acc[j]);                         \
         return;                                                                            \
     }
 #else
