@@ -1,0 +1,664 @@
+/* vitpe_cuda.cu — the plan and the resize passes on a CUDA device.
+ *
+ *   inp  (B, P + Hin*Win,   C)   token-major, channel stride 1, device memory
+ *   out  (B, P + Hout*Wout, C)
+ *
+ * Same algorithm and the same arithmetic as vitpe_cpu.c, so results agree
+ * with the CPU op bit for bit (built with -fmad=false, like the host's
+ * -ffp-contract=off; only lanczos3's sin() may differ in its last bit, and
+ * the payload of a NaN rounded to float16/bfloat16):
+ *
+ *   plan   one thread per table row fills {start, count, weights} with the
+ *          very tap formulas of the host (vitpe_taps.h is __host__ __device__);
+ *          stream-ordered, no host copy, so CUDA graphs can capture the op.
+ *   rows   one block per (batch, output grid row, channel tile):
+ *            H pass  tmp[ix, c] = sum_k wy[k] * inp[P + (sy+k)*Win + ix, c]  -> shared memory
+ *            W pass  out[P + oy*Wout + ox, c] = sum_k wx[ox,k] * tmp[sx[ox]+k, c]
+ *          threadIdx.x walks channels (V per thread, 16-byte accesses when the
+ *          layout allows), threadIdx.y walks grid columns. Accumulation in
+ *          float (double for float64), in tap order, one rounding on store.
+ *   direct when the scratch row does not fit in shared memory (very wide
+ *          grids), one thread per output vector recomputes its H-pass columns
+ *          in registers: the same sums in the same order, just slower.
+ *
+ * Backward is the same engine over the adjoint tables: each dinp element is
+ * gathered and written once by one thread, in a fixed order. No atomics, so
+ * gradients are bitwise deterministic. Nothing here prints; every entry point
+ * returns a vitpe_status (VITPE_ECUDA when a launch fails).
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "vitpe.h"
+#include "vitpe_taps.h"
+
+/* ------------------------------------------------------------------------
+ * Plan. */
+
+/* A forward table of at most this width lets the adjoint threads recompute
+ * forward weights themselves, so the whole plan fills in one launch. */
+#define VITPE_FUSED_MAX_WIDTH 16
+
+struct vitpe__fill_args {
+    vitpe_plan_layout L;
+    vitpe_axis ax[2];  /* H, W */
+    int t_begin, t_end; /* tables [t_begin, t_end) of the layout */
+    int adjoint_from_tables; /* 1: read forward weights from the filled tables */
+};
+
+__global__ void vitpe__plan_fill_kernel(char *base, const vitpe__fill_args a) {
+    int64_t total = 0;
+    for (int t = a.t_begin; t < a.t_end; t++) total += a.L.n_out[t];
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (int64_t)gridDim.x * blockDim.x) {
+        int t = a.t_begin;
+        int64_t i = idx;
+        while (i >= a.L.n_out[t]) i -= a.L.n_out[t++];
+        const vitpe_axis *ax = &a.ax[t & 1];
+        int64_t *start = (int64_t *)(base + a.L.start_offset[t]);
+        int64_t *count = (int64_t *)(base + a.L.count_offset[t]);
+        double *weight = (double *)(base + a.L.weight_offset[t]) + i * a.L.width[t];
+        const int64_t width = a.L.width[t];
+        if (t < 2) { /* forward: output i reads inputs start .. start+count-1 */
+            int64_t s, n = vitpe__axis_taps(ax, i, &s, weight);
+            for (int64_t k = n; k < width; k++) weight[k] = 0.0;
+            start[i] = s;
+            count[i] = n;
+        } else { /* adjoint: input i is read by outputs first .. first+n-1 */
+            const int f = t - 2; /* its forward table */
+            int64_t first, n = vitpe__axis_adjoint_range(ax, i, &first);
+            if (n > width) n = width; /* cannot happen (the host measured this); never write past */
+            for (int64_t k = 0; k < n; k++) {
+                const int64_t o = first + k;
+                int64_t s, c;
+                double wj = 0.0;
+                if (a.adjoint_from_tables) {
+                    s = ((const int64_t *)(base + a.L.start_offset[f]))[o];
+                    c = ((const int64_t *)(base + a.L.count_offset[f]))[o];
+                    if (i - s >= 0 && i - s < c)
+                        wj = ((const double *)(base + a.L.weight_offset[f]))[o * a.L.width[f] + i - s];
+                } else {
+                    double w[VITPE_FUSED_MAX_WIDTH];
+                    c = vitpe__axis_taps(ax, o, &s, w);
+                    if (i - s >= 0 && i - s < c) wj = w[i - s];
+                }
+                weight[k] = wj;
+            }
+            for (int64_t k = n; k < width; k++) weight[k] = 0.0;
+            start[i] = first;
+            count[i] = n;
+        }
+    }
+}
+
+/* Forward and adjoint tables of both axes in one block, without the
+ * adjoint's binary searches (each a chain of ~2 log2(n) tap evaluations,
+ * ~20 us of latency on an H200). Windows are monotone, so
+ *   first(i) = min{o : end(o) > i}   is o for i in [end(o-1), end(o))
+ *   lo(i)    = min{o : start(o) > i} is o for i in [start(o-1), start(o))
+ * (the very definitions vitpe__axis_adjoint_range searches for), and each
+ * forward tap (o, j) lands in adjoint slot (i = start(o)+j, k = o - first(i)),
+ * exactly one writer per slot. Shared memory: 2 ints per output and per
+ * input of each axis. */
+#define VITPE_PLAN_BLOCK_THREADS 512
+#define VITPE_PLAN_BLOCK_MAX_INTS (48 * 1024 / 4)
+
+__global__ void __launch_bounds__(VITPE_PLAN_BLOCK_THREADS)
+vitpe__plan_fill_block_kernel(char *base, const vitpe__fill_args a) {
+    extern __shared__ int32_t vitpe__plan_smem[];
+    const vitpe_plan_layout &L = a.L;
+    int32_t *so[2], *eo[2], *fi[2], *lo[2];
+    int32_t *p = vitpe__plan_smem;
+    for (int x = 0; x < 2; x++) {
+        so[x] = p; p += L.n_out[x];
+        eo[x] = p; p += L.n_out[x];
+        fi[x] = p; p += L.n_in[x];
+        lo[x] = p; p += L.n_in[x];
+    }
+    const int64_t n0 = L.n_out[0], nf = L.n_out[0] + L.n_out[1];
+    const int64_t m0 = L.n_in[0], nb = L.n_in[0] + L.n_in[1];
+    /* 1. forward tables; window bounds to shared memory; adjoint defaults */
+    for (int64_t idx = threadIdx.x; idx < nf; idx += blockDim.x) {
+        const int x = idx < n0 ? 0 : 1;
+        const int64_t o = x ? idx - n0 : idx, width = L.width[x];
+        double *w = (double *)(base + L.weight_offset[x]) + o * width;
+        int64_t s, n = vitpe__axis_taps(&a.ax[x], o, &s, w);
+        for (int64_t k = n; k < width; k++) w[k] = 0.0;
+        ((int64_t *)(base + L.start_offset[x]))[o] = s;
+        ((int64_t *)(base + L.count_offset[x]))[o] = n;
+        so[x][o] = (int32_t)s;
+        eo[x][o] = (int32_t)(s + n);
+    }
+    for (int64_t idx = threadIdx.x; idx < nb; idx += blockDim.x) {
+        const int x = idx < m0 ? 0 : 1;
+        const int64_t i = x ? idx - m0 : idx;
+        fi[x][i] = lo[x][i] = (int32_t)L.n_out[x]; /* past the last output */
+    }
+    for (int x = 0; x < 2; x++) {
+        double *w = (double *)(base + L.weight_offset[2 + x]);
+        for (int64_t k = threadIdx.x; k < L.n_out[2 + x] * L.width[2 + x]; k += blockDim.x) w[k] = 0.0;
+    }
+    __syncthreads();
+    /* 2. first(i) and lo(i) by disjoint range writes */
+    for (int64_t idx = threadIdx.x; idx < nf; idx += blockDim.x) {
+        const int x = idx < n0 ? 0 : 1;
+        const int64_t o = x ? idx - n0 : idx, m = L.n_in[x];
+        const int64_t e_prev = o ? eo[x][o - 1] : 0, s_prev = o ? so[x][o - 1] : 0;
+        for (int64_t i = e_prev; i < eo[x][o] && i < m; i++) fi[x][i] = (int32_t)o;
+        for (int64_t i = s_prev; i < so[x][o] && i < m; i++) lo[x][i] = (int32_t)o;
+    }
+    __syncthreads();
+    /* 3. adjoint windows; 4. forward weights into their adjoint slots */
+    for (int64_t idx = threadIdx.x; idx < nb; idx += blockDim.x) {
+        const int x = idx < m0 ? 0 : 1;
+        const int64_t i = x ? idx - m0 : idx;
+        int64_t n = (int64_t)lo[x][i] - fi[x][i];
+        n = n < 0 ? 0 : (n > L.width[2 + x] ? L.width[2 + x] : n); /* cannot clamp (measured) */
+        ((int64_t *)(base + L.start_offset[2 + x]))[i] = fi[x][i];
+        ((int64_t *)(base + L.count_offset[2 + x]))[i] = n;
+    }
+    for (int64_t idx = threadIdx.x; idx < nf; idx += blockDim.x) {
+        const int x = idx < n0 ? 0 : 1;
+        const int64_t o = x ? idx - n0 : idx, wf = L.width[x], wa = L.width[2 + x];
+        const double *w = (const double *)(base + L.weight_offset[x]) + o * wf;
+        double *adj = (double *)(base + L.weight_offset[2 + x]);
+        for (int64_t i = so[x][o]; i < eo[x][o] && i < L.n_in[x]; i++) {
+            const int64_t k = o - fi[x][i];
+            if (k >= 0 && k < wa) adj[i * wa + k] = w[i - so[x][o]];
+        }
+    }
+}
+
+static int vitpe__launch_fill(char *base, const vitpe_plan_layout *L, const vitpe_axis *h,
+                              const vitpe_axis *w, int t_begin, int t_end, int from_tables,
+                              cudaStream_t stream) {
+    vitpe__fill_args a;
+    a.L = *L;
+    a.ax[0] = *h;
+    a.ax[1] = *w;
+    a.t_begin = t_begin;
+    a.t_end = t_end;
+    a.adjoint_from_tables = from_tables;
+    int64_t total = 0;
+    for (int t = t_begin; t < t_end; t++) total += L->n_out[t];
+    if (total == 0) return VITPE_OK;
+    const int threads = 128;
+    int64_t blocks = (total + threads - 1) / threads;
+    if (blocks > 65535) blocks = 65535; /* the kernel strides over the rest */
+    vitpe__plan_fill_kernel<<<(unsigned)blocks, threads, 0, stream>>>(base, a);
+    return cudaGetLastError() == cudaSuccess ? VITPE_OK : VITPE_ECUDA;
+}
+
+extern "C" int vitpe_plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout,
+                                    const vitpe_axis *h, const vitpe_axis *w, void *stream) {
+    int st;
+    if (!plan_buffer || !layout || !h || !w) return VITPE_EINVAL;
+    if ((st = vitpe_axis_check(h)) || (st = vitpe_axis_check(w))) return st;
+    if (layout->n_out[0] != h->out_size || layout->n_out[1] != w->out_size) return VITPE_EINVAL;
+    cudaStream_t s = (cudaStream_t)stream;
+    char *base = (char *)plan_buffer;
+    if (!layout->with_adjoint) return vitpe__launch_fill(base, layout, h, w, 0, 2, 0, s);
+    if (layout->n_in[0] != h->in_size || layout->n_in[1] != w->in_size ||
+        layout->n_out[2] != h->in_size || layout->n_out[3] != w->in_size)
+        return VITPE_EINVAL;
+    const int64_t ints = 2 * (h->in_size + h->out_size + w->in_size + w->out_size);
+    if (ints <= VITPE_PLAN_BLOCK_MAX_INTS) { /* every ViT grid: one block, one launch */
+        vitpe__fill_args a;
+        a.L = *layout;
+        a.ax[0] = *h;
+        a.ax[1] = *w;
+        a.t_begin = 0;
+        a.t_end = 4;
+        a.adjoint_from_tables = 1;
+        vitpe__plan_fill_block_kernel<<<1, VITPE_PLAN_BLOCK_THREADS, (size_t)ints * 4, s>>>(base, a);
+        return cudaGetLastError() == cudaSuccess ? VITPE_OK : VITPE_ECUDA;
+    }
+    if (layout->width[0] <= VITPE_FUSED_MAX_WIDTH && layout->width[1] <= VITPE_FUSED_MAX_WIDTH)
+        return vitpe__launch_fill(base, layout, h, w, 0, 4, 0, s);
+    /* wide forward windows (strong antialiased shrinking, area): the adjoint
+     * reads the forward tables, so it runs after them in stream order */
+    if ((st = vitpe__launch_fill(base, layout, h, w, 0, 2, 0, s))) return st;
+    return vitpe__launch_fill(base, layout, h, w, 2, 4, 1, s);
+}
+
+/* ------------------------------------------------------------------------
+ * Element types: storage T, accumulator ACC, exact widening on load, one
+ * rounding on store (round to nearest even, as c10::Half / c10::BFloat16). */
+
+struct vitpe__f32 {
+    typedef float T;
+    typedef float ACC;
+    static __device__ __forceinline__ float load(float x) { return x; }
+    static __device__ __forceinline__ float store(float a) { return a; }
+};
+struct vitpe__f64 {
+    typedef double T;
+    typedef double ACC;
+    static __device__ __forceinline__ double load(double x) { return x; }
+    static __device__ __forceinline__ double store(double a) { return a; }
+};
+struct vitpe__f16 {
+    typedef uint16_t T;
+    typedef float ACC;
+    static __device__ __forceinline__ float load(uint16_t x) {
+        return __half2float(__ushort_as_half(x));
+    }
+    static __device__ __forceinline__ uint16_t store(float a) {
+        return __half_as_ushort(__float2half_rn(a));
+    }
+    /* two at once: one cvt.rn.f16x2.f32 */
+    static __device__ __forceinline__ uint32_t store2(float lo, float hi) {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *(uint32_t *)&h;
+    }
+};
+struct vitpe__bf16 {
+    typedef uint16_t T;
+    typedef float ACC;
+    static __device__ __forceinline__ float load(uint16_t x) {
+        return __uint_as_float((uint32_t)x << 16);
+    }
+    static __device__ __forceinline__ uint16_t store(float a) {
+        return __bfloat16_as_ushort(__float2bfloat16_rn(a));
+    }
+    static __device__ __forceinline__ uint32_t store2(float lo, float hi) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+        return *(uint32_t *)&h;
+    }
+};
+
+/* V consecutive elements, aligned so one access moves them all (16 bytes at
+ * the widest V). */
+template <typename T, int V>
+struct alignas(sizeof(T) * V) vitpe__vec {
+    T v[V];
+};
+
+/* One tap table on the device. */
+struct vitpe__table {
+    const int64_t *start, *count;
+    const double *weight;
+    int64_t width, n_out, n_in;
+};
+
+struct vitpe__rows_args {
+    vitpe__table th, tw; /* H (rows) and W (columns) */
+    int64_t batch, prefix, channels;
+    int64_t in_bs, in_ts, out_bs, out_ts; /* batch/token strides, in elements */
+};
+
+/* acc = sum_k w[k] * src[k*stride], k in order, first term not added to 0
+ * (so a -0.0 product stays -0.0, as on the CPU); n == 0 gives zeros. Taps
+ * are loaded four at a time before any is used, so four loads are in
+ * flight per thread whatever the compiler makes of a run-time trip count. */
+template <typename TR, int V, typename WT>
+__device__ __forceinline__ void vitpe__hsum(typename TR::ACC (&acc)[V], const typename TR::T *src,
+                                            int64_t stride, const WT *w, int64_t n) {
+    typedef typename TR::ACC ACC;
+    typedef vitpe__vec<typename TR::T, V> VT;
+#pragma unroll
+    for (int j = 0; j < V; j++) acc[j] = (ACC)0;
+    for (int64_t k0 = 0; k0 < n; k0 += 4) {
+        VT x[4];
+        ACC wk[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+            if (k0 + q < n) {
+                x[q] = *(const VT *)(src + (k0 + q) * stride);
+                wk[q] = (ACC)w[k0 + q];
+            }
+#pragma unroll
+        for (int q = 0; q < 4; q++)
+            if (k0 + q < n) {
+                if (k0 + q == 0) {
+#pragma unroll
+                    for (int j = 0; j < V; j++) acc[j] = wk[q] * TR::load(x[q].v[j]);
+                } else {
+#pragma unroll
+                    for (int j = 0; j < V; j++) acc[j] += wk[q] * TR::load(x[q].v[j]);
+                }
+            }
+    }
+}
+
+template <typename TR, int V>
+__device__ __forceinline__ void vitpe__store_vec(typename TR::T *dst, const typename TR::ACC (&acc)[V]) {
+    typedef typename TR::T T;
+    if constexpr (sizeof(T) == 2 && V % 2 == 0) { /* half types: convert in pairs */
+        vitpe__vec<uint32_t, V / 2> y;
+#pragma unroll
+        for (int j = 0; j < V / 2; j++) y.v[j] = TR::store2(acc[2 * j], acc[2 * j + 1]);
+        *(vitpe__vec<uint32_t, V / 2> *)dst = y;
+    } else {
+        vitpe__vec<T, V> y;
+#pragma unroll
+        for (int j = 0; j < V; j++) y.v[j] = TR::store(acc[j]);
+        *(vitpe__vec<T, V> *)dst = y;
+    }
+}
+
+template <typename TR, int V>
+__device__ __forceinline__ void vitpe__copy_prefix(typename TR::T *dst, const typename TR::T *src,
+                                                   const vitpe__rows_args &a, int64_t b, int64_t c,
+                                                   int64_t p) {
+    typedef vitpe__vec<typename TR::T, V> VT;
+    *(VT *)(dst + b * a.out_bs + p * a.out_ts + c) = *(const VT *)(src + b * a.in_bs + p * a.in_ts + c);
+}
+
+/* Block (x: channel vectors, y: grid columns) per (R consecutive batch*rows,
+ * channel tile), one row after the other. Shared memory (vitpe__rows_smem):
+ *   tmp    the scratch row, n_in(W) columns x (blockDim.x * V) channels
+ *   wh, ww both axes' weights, already in the accumulator type
+ *   sh/nh, sw/nw  both axes' windows as int32
+ * The tables are staged once per block: the kernel is bound by instruction
+ * issue (ncu on H200), and per-tap 64-bit table loads and double->float
+ * conversions were a large share of the instructions. */
+template <typename ACC, int V>
+__host__ __device__ static inline int64_t vitpe__rows_smem(const vitpe__rows_args &a, int64_t tx) {
+    return a.tw.n_in * tx * V * (int64_t)sizeof(ACC) +
+           (a.th.n_out * a.th.width + a.tw.n_out * a.tw.width) * (int64_t)sizeof(ACC) +
+           2 * (a.th.n_out + a.tw.n_out) * (int64_t)sizeof(int32_t);
+}
+
+/* Register cap: 4 blocks of 256 threads per SM (64 registers). The kernel is
+ * latency bound (ncu: ~10 cycles per issued instruction); measured on H200
+ * against caps of 1, 3, 5, 6 (scripts/device_run.sh occ): 4 is fastest, 5+
+ * spill too much. */
+#ifndef VITPE_ROWS_MIN_BLOCKS
+#define VITPE_ROWS_MIN_BLOCKS 4
+#endif
+template <typename TR, int V>
+__global__ void __launch_bounds__(256, VITPE_ROWS_MIN_BLOCKS)
+vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__restrict__ inp,
+                   const vitpe__rows_args a, const int R) {
+    typedef typename TR::T T;
+    typedef typename TR::ACC ACC;
+    typedef vitpe__vec<ACC, V> VA;
+    extern __shared__ __align__(16) unsigned char vitpe__smem[];
+    const int tx = threadIdx.x, ty = threadIdx.y, TX = blockDim.x, TY = blockDim.y;
+    const int64_t C = a.channels, P = a.prefix;
+    const int64_t in_w = a.tw.n_in, out_h = a.th.n_out, out_w = a.tw.n_out;
+    const int hwidth = (int)a.th.width, wwidth = (int)a.tw.width;
+    VA *tmp = (VA *)vitpe__smem; /* tmp[ix * TX + tx] */
+    ACC *wh = (ACC *)(tmp + in_w * TX), *ww = wh + out_h * hwidth;
+    int32_t *sh = (int32_t *)(ww + out_w * wwidth), *nh = sh + out_h, *sw = nh + out_h, *nw = sw + out_w;
+    {
+        const int t = ty * TX + tx, nt = TX * TY;
+        for (int64_t i = t; i < out_h * hwidth; i += nt) wh[i] = (ACC)a.th.weight[i];
+        for (int64_t i = t; i < out_w * wwidth; i += nt) ww[i] = (ACC)a.tw.weight[i];
+        for (int64_t i = t; i < out_h; i += nt) {
+            sh[i] = (int32_t)a.th.start[i];
+            nh[i] = (int32_t)a.th.count[i];
+        }
+        for (int64_t i = t; i < out_w; i += nt) {
+            sw[i] = (int32_t)a.tw.start[i];
+            nw[i] = (int32_t)a.tw.count[i];
+        }
+    }
+    __syncthreads();
+
+    const int64_t rows = a.batch * out_h, tile_ch = (int64_t)TX * V;
+    const int64_t tiles = (C + tile_ch - 1) / tile_ch;
+    const int64_t row_stride = in_w * a.in_ts; /* one input grid row */
+    for (int64_t tile = blockIdx.y; tile < tiles; tile += gridDim.y) {
+        const int64_t c = tile * tile_ch + (int64_t)tx * V;
+        const bool active = c < C; /* C is a multiple of V */
+        for (int64_t r0 = (int64_t)blockIdx.x * R; r0 < rows; r0 += (int64_t)gridDim.x * R)
+        for (int64_t r = r0; r < r0 + R && r < rows; r++) {
+            const int64_t b = r / out_h;
+            const int oy = (int)(r - b * out_h);
+            if (oy == 0 && active) /* prefix tokens pass through, bit for bit */
+                for (int64_t p = ty; p < P; p += TY) vitpe__copy_prefix<TR, V>(out, inp, a, b, c, p);
+            /* H pass: this row's vertical taps, every input column */
+            const ACC *wy = wh + oy * hwidth;
+            const int ny = nh[oy];
+            const T *src = inp + b * a.in_bs + (P + (int64_t)sh[oy] * in_w) * a.in_ts + c;
+            if (active)
+                for (int ix = ty; ix < in_w; ix += TY) {
+                    ACC acc[V];
+                    vitpe__hsum<TR, V, ACC>(acc, src + ix * a.in_ts, row_stride, wy, ny);
+                    VA t;
+#pragma unroll
+                    for (int j = 0; j < V; j++) t.v[j] = acc[j];
+                    tmp[ix * TX + tx] = t;
+                }
+            __syncthreads();
+            /* W pass: horizontal taps from the scratch row into the output row */
+            T *drow = out + b * a.out_bs + (P + (int64_t)oy * out_w) * a.out_ts + c;
+            if (active)
+                for (int ox = ty; ox < out_w; ox += TY) {
+                    const int sx = sw[ox], nx = nw[ox];
+                    const ACC *wx = ww + ox * wwidth;
+                    const VA *trow = tmp + sx * TX + tx;
+                    ACC acc[V];
+#pragma unroll
+                    for (int j = 0; j < V; j++) acc[j] = (ACC)0;
+                    for (int k0 = 0; k0 < nx; k0 += 4) {
+#pragma unroll
+                        for (int q = 0; q < 4; q++)
+                            if (k0 + q < nx) {
+                                const ACC wk = wx[k0 + q];
+                                const VA t = trow[(k0 + q) * TX];
+                                if (k0 + q == 0) {
+#pragma unroll
+                                    for (int j = 0; j < V; j++) acc[j] = wk * t.v[j];
+                                } else {
+#pragma unroll
+                                    for (int j = 0; j < V; j++) acc[j] += wk * t.v[j];
+                                }
+                            }
+                    }
+                    vitpe__store_vec<TR, V>(drow + ox * a.out_ts, acc);
+                }
+            __syncthreads(); /* the next row overwrites tmp */
+        }
+    }
+}
+
+/* No shared memory: one thread per (prefix token or output token, channel
+ * vector); each recomputes the H-pass values of its W taps. Same sums, same
+ * order, same roundings as the rows kernel. */
+template <typename TR, int V>
+__global__ void __launch_bounds__(256)
+vitpe__direct_kernel(typename TR::T *__restrict__ out, const typename TR::T *__restrict__ inp,
+                     const vitpe__rows_args a) {
+    typedef typename TR::T T;
+    typedef typename TR::ACC ACC;
+    const int64_t C = a.channels, P = a.prefix, ncv = C / V;
+    const int64_t in_w = a.tw.n_in, out_h = a.th.n_out, out_w = a.tw.n_out;
+    const int64_t n_prefix = a.batch * P * ncv, total = n_prefix + a.batch * out_h * out_w * ncv;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (int64_t)gridDim.x * blockDim.x) {
+        if (idx < n_prefix) {
+            const int64_t c = (idx % ncv) * V, bp = idx / ncv;
+            vitpe__copy_prefix<TR, V>(out, inp, a, bp / P, c, bp % P);
+            continue;
+        }
+        int64_t i = idx - n_prefix;
+        const int64_t c = (i % ncv) * V;
+        i /= ncv;
+        const int64_t ox = i % out_w;
+        i /= out_w;
+        const int64_t oy = i % out_h, b = i / out_h;
+        const int64_t sy = __ldg(a.th.start + oy), ny = __ldg(a.th.count + oy);
+        const int64_t sx = __ldg(a.tw.start + ox), nx = __ldg(a.tw.count + ox);
+        const double *wy = a.th.weight + oy * a.th.width, *wx = a.tw.weight + ox * a.tw.width;
+        const T *src = inp + b * a.in_bs + (P + sy * in_w) * a.in_ts + c;
+        ACC acc[V], t[V];
+        if (nx == 0) {
+#pragma unroll
+            for (int j = 0; j < V; j++) acc[j] = (ACC)0;
+        }
+        for (int64_t k = 0; k < nx; k++) {
+            vitpe__hsum<TR, V, double>(t, src + (sx + k) * a.in_ts, in_w * a.in_ts, wy, ny);
+            const ACC wk = (ACC)__ldg(wx + k);
+#pragma unroll
+            for (int j = 0; j < V; j++) acc[j] = k == 0 ? wk * t[j] : acc[j] + wk * t[j];
+        }
+        vitpe__store_vec<TR, V>(out + b * a.out_bs + (P + oy * out_w + ox) * a.out_ts + c, acc);
+    }
+}
+
+/* Scratch rows above this go to the direct kernel: every H100/A100 block may
+ * use it without opting in (cudaFuncSetAttribute), which keeps launches plain. */
+#define VITPE_SMEM_LIMIT (48 * 1024)
+#define VITPE_TY 8
+
+static int64_t vitpe__pow2_ceil(int64_t x) {
+    int64_t p = 1;
+    while (p < x) p <<= 1;
+    return p;
+}
+
+static int vitpe__sm_count(int *sms) {
+    /* per device, read once: cudaDeviceGetAttribute is cheap but not free */
+    static int cached[64];
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess) return VITPE_ECUDA;
+    if (device >= 0 && device < 64 && cached[device] > 0) {
+        *sms = cached[device];
+        return VITPE_OK;
+    }
+    if (cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return VITPE_ECUDA;
+    if (device >= 0 && device < 64) cached[device] = *sms;
+    return VITPE_OK;
+}
+
+/* How a resize is cut into blocks. */
+struct vitpe__grid_plan {
+    int64_t tx;             /* channel vectors per block (blockDim.x) */
+    int64_t ty;             /* grid columns in flight per block (blockDim.y) */
+    int64_t rows_per_block; /* consecutive output rows per block */
+    int direct;             /* 1: the scratch row does not fit, use the direct kernel */
+};
+
+template <typename TR, int V>
+static vitpe__grid_plan vitpe__choose_grid(const vitpe__rows_args &a, int sms) {
+    typedef typename TR::ACC ACC;
+    const int64_t ncv = a.channels / V, rows = a.batch * a.th.n_out;
+    vitpe__grid_plan g;
+    /* Channel tile: a warp's worth of vectors, fewer when C is small; halved
+     * while the scratch row is too big for shared memory, and (down to 8
+     * vectors) while the grid would leave SMs idle (small tables). */
+    g.tx = ncv < 32 ? vitpe__pow2_ceil(ncv) : 32;
+    while (g.tx > 4 && vitpe__rows_smem<ACC, V>(a, g.tx) > VITPE_SMEM_LIMIT) g.tx >>= 1;
+    while (g.tx > 8 && rows * ((ncv + g.tx - 1) / g.tx) < 2 * (int64_t)sms) g.tx >>= 1;
+    g.direct = vitpe__rows_smem<ACC, V>(a, g.tx) > VITPE_SMEM_LIMIT;
+    /* Columns in flight (blockDim.y): 8, doubled while the grid is too small
+     * to fill the GPU and a row still has columns for them (small grids,
+     * e.g. the ViT-B backward with 14 rows). Rows per block: 1; grouping
+     * consecutive rows measured slower on H200 (scripts/device_run.sh tune). */
+    const int64_t tiles = (ncv + g.tx - 1) / g.tx;
+    const int64_t widest = a.tw.n_in > a.tw.n_out ? a.tw.n_in : a.tw.n_out;
+    g.ty = VITPE_TY;
+    while (g.tx * g.ty * 2 <= 256 && 2 * g.ty <= widest / 2 &&
+           rows * tiles * g.tx * g.ty < (int64_t)sms * 1024)
+        g.ty *= 2;
+    g.rows_per_block = 1;
+    return g;
+}
+
+template <typename TR, int V>
+static int vitpe__launch_rows_with(void *out, const void *inp, const vitpe__rows_args &a,
+                                   const vitpe__grid_plan &g, cudaStream_t stream) {
+    typedef typename TR::T T;
+    typedef typename TR::ACC ACC;
+    const int64_t ncv = a.channels / V, rows = a.batch * a.th.n_out;
+    const int64_t smem = vitpe__rows_smem<ACC, V>(a, g.tx);
+    if (!g.direct && smem <= VITPE_SMEM_LIMIT) {
+        const int64_t tiles = (ncv + g.tx - 1) / g.tx;
+        const int64_t row_blocks = (rows + g.rows_per_block - 1) / g.rows_per_block;
+        dim3 grid((unsigned)(row_blocks < 0x7fffffff ? row_blocks : 0x7fffffff),
+                  (unsigned)(tiles < 65535 ? tiles : 65535));
+        dim3 block((unsigned)g.tx, (unsigned)g.ty);
+        vitpe__rows_kernel<TR, V><<<grid, block, (size_t)smem, stream>>>(
+            (T *)out, (const T *)inp, a, (int)g.rows_per_block);
+    } else {
+        int sms = 132;
+        if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
+        const int64_t total = a.batch * (a.prefix + a.th.n_out * a.tw.n_out) * ncv;
+        int64_t blocks = (total + 255) / 256;
+        if (blocks > (int64_t)sms * 64) blocks = (int64_t)sms * 64; /* grid-stride beyond */
+        vitpe__direct_kernel<TR, V><<<(unsigned)blocks, 256, 0, stream>>>((T *)out, (const T *)inp, a);
+    }
+    return cudaGetLastError() == cudaSuccess ? VITPE_OK : VITPE_ECUDA;
+}
+
+template <typename TR, int V>
+static int vitpe__launch_rows(void *out, const void *inp, const vitpe__rows_args &a,
+                              cudaStream_t stream) {
+    int sms = 132;
+    if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
+    return vitpe__launch_rows_with<TR, V>(out, inp, a, vitpe__choose_grid<TR, V>(a, sms), stream);
+}
+
+/* The widest V (up to 16 bytes) that the channel count, both pointers and
+ * all strides allow; else one element per thread. */
+template <typename TR, int VMAX>
+static int vitpe__dispatch_vec(void *out, const void *inp, const vitpe__rows_args &a,
+                               cudaStream_t stream) {
+    typedef typename TR::T T;
+    const uintptr_t bytes = sizeof(T) * VMAX;
+    const bool wide = a.channels % VMAX == 0 && (uintptr_t)out % bytes == 0 &&
+                      (uintptr_t)inp % bytes == 0 && a.in_bs % VMAX == 0 && a.in_ts % VMAX == 0 &&
+                      a.out_bs % VMAX == 0 && a.out_ts % VMAX == 0;
+    return wide ? vitpe__launch_rows<TR, VMAX>(out, inp, a, stream)
+                : vitpe__launch_rows<TR, 1>(out, inp, a, stream);
+}
+
+static vitpe__table vitpe__table_at(const void *buffer, const vitpe_plan_layout *L, int t) {
+    const char *base = (const char *)buffer;
+    vitpe__table v;
+    v.start = (const int64_t *)(base + L->start_offset[t]);
+    v.count = (const int64_t *)(base + L->count_offset[t]);
+    v.weight = (const double *)(base + L->weight_offset[t]);
+    v.width = L->width[t];
+    v.n_out = L->n_out[t];
+    v.n_in = L->n_in[t];
+    return v;
+}
+
+/* Tables th (rows) and tw (columns) = layout slots t, t+1. */
+static int vitpe__run(void *out, const void *inp, const void *plan_buffer,
+                      const vitpe_plan_layout *L, int t, const vitpe_io *io, void *stream) {
+    if (!L || !io || !plan_buffer) return VITPE_EINVAL;
+    if (io->dtype < VITPE_F32 || io->dtype > VITPE_BF16) return VITPE_EINVAL;
+    if (io->batch < 0 || io->prefix < 0 || io->channels < 0) return VITPE_EINVAL;
+    if (io->batch == 0 || io->channels == 0) return VITPE_OK;
+    if (!out || !inp) return VITPE_EINVAL;
+    vitpe__rows_args a;
+    a.th = vitpe__table_at(plan_buffer, L, t);
+    a.tw = vitpe__table_at(plan_buffer, L, t + 1);
+    if (a.th.n_out < 1 || a.tw.n_out < 1 || a.th.n_in < 1 || a.tw.n_in < 1) return VITPE_EINVAL;
+    a.batch = io->batch;
+    a.prefix = io->prefix;
+    a.channels = io->channels;
+    a.in_bs = io->in_batch_stride;
+    a.in_ts = io->in_token_stride;
+    a.out_bs = io->out_batch_stride;
+    a.out_ts = io->out_token_stride;
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (io->dtype) {
+    case VITPE_F32: return vitpe__dispatch_vec<vitpe__f32, 4>(out, inp, a, s);
+    case VITPE_F64: return vitpe__dispatch_vec<vitpe__f64, 2>(out, inp, a, s);
+    case VITPE_F16: return vitpe__dispatch_vec<vitpe__f16, 8>(out, inp, a, s);
+    default: return vitpe__dispatch_vec<vitpe__bf16, 8>(out, inp, a, s);
+    }
+}
+
+extern "C" int vitpe_forward_cuda(void *out, const void *inp, const void *plan_buffer,
+                                  const vitpe_plan_layout *layout, const vitpe_io *io,
+                                  void *stream) {
+    return vitpe__run(out, inp, plan_buffer, layout, 0, io, stream);
+}
+
+/* io's "in" strides describe dout, its "out" strides dinp. */
+extern "C" int vitpe_backward_cuda(void *dinp, const void *dout, const void *plan_buffer,
+                                   const vitpe_plan_layout *layout, const vitpe_io *io,
+                                   void *stream) {
+    if (!layout || !layout->with_adjoint) return VITPE_EINVAL;
+    return vitpe__run(dinp, dout, plan_buffer, layout, 2, io, stream);
+}
