@@ -103,54 +103,84 @@ static int64_t vitpe__block_width(int64_t in_w, int64_t C, int64_t acc_size) {
  * takes the channel-by-channel path, which does the same operations. */
 #if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 9)
 #define VITPE_VECTOR 1
-#if !defined(__clang__)
-/* GCC warns that returning a 32-byte vector has an ABI that depends on
- * AVX; vitpe__ldv_f16 is always inlined, never called across an ABI
- * boundary. */
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
 typedef float vitpe_f32x8 __attribute__((vector_size(32)));
 typedef double vitpe_f64x4 __attribute__((vector_size(32)));
 typedef uint32_t vitpe_u32x8 __attribute__((vector_size(32)));
-typedef uint16_t vitpe_u16x8 __attribute__((vector_size(16)));
 /* the same, for loads and stores at any alignment (as immintrin's __m256_u) */
 typedef float vitpe_f32x8_u __attribute__((vector_size(32), aligned(1), may_alias));
 typedef double vitpe_f64x4_u __attribute__((vector_size(32), aligned(1), may_alias));
-typedef uint16_t vitpe_u16x8_u __attribute__((vector_size(16), aligned(1), may_alias));
+typedef uint32_t vitpe_u32x8_u __attribute__((vector_size(32), aligned(1), may_alias));
 
-/* Loads (expressions) and stores (statements) of 32 bytes of accumulators
- * from/to the storage type. Macros, not functions: a vector passed by value
- * would make the compiler spill the accumulators to memory. */
-#define vitpe__ldv_f32(p) (*(const vitpe_f32x8_u *)(const void *)(p))
-#define vitpe__stv_f32(p, v) (*(vitpe_f32x8_u *)(void *)(p) = (v))
-#define vitpe__ldv_f64(p) (*(const vitpe_f64x4_u *)(const void *)(p))
-#define vitpe__stv_f64(p, v) (*(vitpe_f64x4_u *)(void *)(p) = (v))
-/* bfloat16: the scalar conversions above, lane by lane in integer vector
- * ops (a NaN keeps its payload and is made quiet). Vector casts between
- * types of one size reinterpret the bits. */
-#define vitpe__ldv_bf16(p)                                                                 \
-    ((vitpe_f32x8)(__builtin_convertvector(*(const vitpe_u16x8_u *)(const void *)(p),      \
-                                           vitpe_u32x8) << 16))
-#define vitpe__stv_bf16(p, v)                                                              \
+/* Loads and stores of two vectors of accumulators (64 bytes of float, or 32
+ * bytes of a 16-bit type) from/to the storage type: LD2(p, a, b) and
+ * ST2(p, a, b), statements. Macros, not functions: vectors passed by value
+ * or by address make the compiler spill the accumulators to memory.
+ * Vector casts between types of one size reinterpret the bits. */
+#define vitpe__ld2_f32(p, a, b)                                                            \
+    ((a) = *(const vitpe_f32x8_u *)(const void *)(p),                                      \
+     (b) = *(const vitpe_f32x8_u *)(const void *)((p) + 8))
+#define vitpe__st2_f32(p, a, b)                                                            \
+    (*(vitpe_f32x8_u *)(void *)(p) = (a), *(vitpe_f32x8_u *)(void *)((p) + 8) = (b))
+#define vitpe__ld2_f64(p, a, b)                                                            \
+    ((a) = *(const vitpe_f64x4_u *)(const void *)(p),                                      \
+     (b) = *(const vitpe_f64x4_u *)(const void *)((p) + 4))
+#define vitpe__st2_f64(p, a, b)                                                            \
+    (*(vitpe_f64x4_u *)(void *)(p) = (a), *(vitpe_f64x4_u *)(void *)((p) + 4) = (b))
+
+/* 16-bit types: 16 values are loaded as eight 32-bit lanes; `a` takes the
+ * even channels (low halves), `b` the odd ones (high halves). The channels
+ * of a block are thus held permuted, which is harmless: the sums are per
+ * channel, and the store interleaves them back the same way. Each value is
+ * placed in the high half of a 32-bit word, as the scalar conversions above
+ * begin, and the conversions are those above, lane by lane, branch-free. */
+#define vitpe__ld2_halves(p, a, b, CONVERT)                                                \
     do {                                                                                   \
-        const vitpe_u32x8 u_ = (vitpe_u32x8)(v);                                           \
-        const vitpe_u32x8 nan_ = (vitpe_u32x8)((u_ & 0x7fffffffu) > 0x7f800000u);          \
-        const vitpe_u32x8 rounded_ = (u_ + 0x7fffu + ((u_ >> 16) & 1u)) >> 16;             \
-        const vitpe_u32x8 quiet_ = (u_ >> 16) | 0x40u;                                     \
-        *(vitpe_u16x8_u *)(void *)(p) =                                                    \
-            __builtin_convertvector((nan_ & quiet_) | (~nan_ & rounded_), vitpe_u16x8);    \
+        const vitpe_u32x8 l_ = *(const vitpe_u32x8_u *)(const void *)(p);                  \
+        (a) = CONVERT(l_ << 16);                                                           \
+        (b) = CONVERT(l_ & 0xffff0000u);                                                   \
     } while (0)
-/* float16 has no cheap integer form: lane by lane */
-VITPE_INLINE vitpe_f32x8 vitpe__ldv_f16(const uint16_t *p) {
-    vitpe_f32x8 f;
-    for (int i = 0; i < 8; i++) f[i] = vitpe__f16_to_f32(p[i]);
-    return f;
-}
-#define vitpe__stv_f16(p, v)                                                               \
-    do {                                                                                   \
-        const vitpe_f32x8 f_ = (v);                                                        \
-        for (int i_ = 0; i_ < 8; i_++) (p)[i_] = vitpe__f32_to_f16(f_[i_]);                \
-    } while (0)
+#define vitpe__st2_halves(p, a, b, CONVERT)                                                \
+    (*(vitpe_u32x8_u *)(void *)(p) = CONVERT(a) | (CONVERT(b) << 16))
+
+/* bfloat16: a value is the high half of its float; stores round to nearest
+ * even, a NaN stays NaN (quiet) */
+#define vitpe__bf16w_to_f32(w) ((vitpe_f32x8)(w))
+#define vitpe__f32_to_bf16v(f) vitpe__f32_to_bf16_lanes((vitpe_u32x8)(f))
+#define vitpe__f32_to_bf16_lanes(u)                                                        \
+    ((vitpe_u32x8)(((u) & 0x7fffffffu) > 0x7f800000u) & (((u) >> 16) | 0x40u)) |          \
+        (~(vitpe_u32x8)(((u) & 0x7fffffffu) > 0x7f800000u) &                               \
+         (((u) + 0x7fffu + (((u) >> 16) & 1u)) >> 16))
+#define vitpe__ld2_bf16(p, a, b) vitpe__ld2_halves(p, a, b, vitpe__bf16w_to_f32)
+#define vitpe__st2_bf16(p, a, b) vitpe__st2_halves(p, a, b, vitpe__f32_to_bf16v)
+
+/* float16: vitpe__f16_to_f32 / vitpe__f32_to_f16 with selects for the
+ * branches; w is the half in the high 16 bits of a 32-bit word. (Statement
+ * expressions: an inline function taking a vector would change its ABI with
+ * the ISA, which GCC reports on every build.) */
+#define vitpe__f16w_to_f32(w)                                                              \
+    __extension__({                                                                        \
+        const vitpe_u32x8 w_ = (w), sign_ = w_ & 0x80000000u, two_w_ = w_ + w_;            \
+        const vitpe_f32x8 norm_ = (vitpe_f32x8)((two_w_ >> 4) + (0xE0u << 23)) * 0x1.0p-112f; \
+        const vitpe_f32x8 denorm_ = (vitpe_f32x8)((two_w_ >> 17) | (126u << 23)) - 0.5f;   \
+        const vitpe_u32x8 small_ = (vitpe_u32x8)(two_w_ < (1u << 27));                     \
+        (vitpe_f32x8)(sign_ | (small_ & (vitpe_u32x8)denorm_) |                            \
+                      (~small_ & (vitpe_u32x8)norm_));                                     \
+    })
+#define vitpe__f32_to_f16v(f)                                                              \
+    __extension__({                                                                        \
+        const vitpe_u32x8 w_ = (vitpe_u32x8)(f), shl1_w_ = w_ + w_, sign_ = w_ & 0x80000000u; \
+        vitpe_f32x8 base_ = ((vitpe_f32x8)(w_ & 0x7fffffffu) * 0x1.0p+112f) * 0x1.0p-110f; \
+        vitpe_u32x8 bias_ = shl1_w_ & 0xFF000000u;                                         \
+        const vitpe_u32x8 low_ = (vitpe_u32x8)(bias_ < 0x71000000u);                       \
+        bias_ = (low_ & 0x71000000u) | (~low_ & bias_);                                    \
+        base_ = (vitpe_f32x8)((bias_ >> 1) + 0x07800000u) + base_;                         \
+        const vitpe_u32x8 bits_ = (vitpe_u32x8)base_;                                      \
+        const vitpe_u32x8 nonsign_ = ((bits_ >> 13) & 0x00007C00u) + (bits_ & 0x00000FFFu); \
+        const vitpe_u32x8 nan_ = (vitpe_u32x8)(shl1_w_ > 0xFF000000u);                     \
+        ((sign_ >> 16) | (nan_ & 0x7E00u) | (~nan_ & nonsign_)) & 0xffffu;                 \
+    })
+#define vitpe__ld2_f16(p, a, b) vitpe__ld2_halves(p, a, b, vitpe__f16w_to_f32)
+#define vitpe__st2_f16(p, a, b) vitpe__st2_halves(p, a, b, vitpe__f32_to_f16v)
 #else
 #define VITPE_VECTOR 0
 #endif
@@ -162,16 +192,16 @@ VITPE_INLINE vitpe_f32x8 vitpe__ldv_f16(const uint16_t *p) {
  * short block (the channel tail, or C < CB) goes channel by channel. Both
  * sum over k in order starting from w[0]*src[0], as ATen's interpolate
  * loops do, so they agree bitwise. n == 0 writes zeros (an input no output
- * reads gets a zero gradient). VEC/LOADV/STOREV: the vector type and its
+ * reads gets a zero gradient). VEC/LD2/ST2: the vector type and its
  * load from SRC_T / store to DST_T. */
-#define VITPE_DEFINE_WSUM(NAME, DST_T, SRC_T, ACC, LOAD, STORE, CB, VEC, LOADV, STOREV)   \
+#define VITPE_DEFINE_WSUM(NAME, DST_T, SRC_T, ACC, LOAD, STORE, CB, VEC, LD2, ST2)         \
     VITPE_INLINE void NAME(DST_T *restrict dst, const SRC_T *restrict src, int64_t stride, \
                            const double *restrict w, int64_t n, int64_t len) {             \
         if (n == 0) {                                                                      \
             for (int64_t c = 0; c < len; c++) dst[c] = STORE((ACC)0);                      \
             return;                                                                        \
         }                                                                                  \
-        VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LOADV, STOREV)                        \
+        VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LD2, ST2)                             \
         for (int64_t c = 0; c < len; c++) {                                                \
             ACC acc = (ACC)w[0] * LOAD(src[c]);                                            \
             for (int64_t k = 1; k < n; k++) acc += (ACC)w[k] * LOAD(src[k * stride + c]);  \
@@ -179,39 +209,50 @@ VITPE_INLINE vitpe_f32x8 vitpe__ldv_f16(const uint16_t *p) {
         }                                                                                  \
     }
 #if VITPE_VECTOR
-#define VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LOADV, STOREV)                        \
+#define VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LD2, ST2)                             \
     if (len == CB) {                                                                       \
         enum { VL = sizeof(VEC) / sizeof(ACC), NV = CB / VL };                             \
-        VEC acc[NV];                                                                       \
-        VEC wk = (VEC){0} + (ACC)w[0];                                                     \
-        for (int j = 0; j < NV; j++) acc[j] = wk * LOADV(src + j * VL);                    \
+        VEC acc[NV], x0, x1;                                                               \
+        VEC wk = (ACC)w[0] - (VEC){0}; /* a broadcast (x - 0 is x, even for -0) */         \
+        for (int j = 0; j < NV; j += 2) {                                                  \
+            LD2(src + j * VL, x0, x1);                                                     \
+            acc[j] = wk * x0;                                                              \
+            acc[j + 1] = wk * x1;                                                          \
+        }                                                                                  \
         for (int64_t k = 1; k < n; k++) {                                                  \
             const SRC_T *s = src + k * stride;                                             \
-            wk = (VEC){0} + (ACC)w[k];                                                     \
-            for (int j = 0; j < NV; j++) acc[j] += wk * LOADV(s + j * VL);                 \
+            wk = (ACC)w[k] - (VEC){0};                                                     \
+            for (int j = 0; j < NV; j += 2) {                                              \
+                LD2(s + j * VL, x0, x1);                                                   \
+                acc[j] += wk * x0;                                                         \
+                acc[j + 1] += wk * x1;                                                     \
+            }                                                                              \
         }                                                                                  \
-        for (int j = 0; j < NV; j++) STOREV(dst + j * VL, acc[j]);                         \
+        for (int j = 0; j < NV; j += 2) ST2(dst + j * VL, acc[j], acc[j + 1]);             \
         return;                                                                            \
     }
 #else
-#define VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LOADV, STOREV)
+#define VITPE_WSUM_BLOCK(DST_T, SRC_T, ACC, CB, VEC, LD2, ST2)
 #endif
 
 /* ------------------------------------------------------------------------
  * The row engine: output grid rows [row_begin, row_end) of a (n_in_h, n_in_w)
  * -> (th.n_out, tw.n_out) resize; forward and backward both call it.
  * Per row and channel block: H pass (input rows -> scratch), W pass (scratch
- * -> output row). DIRECT (a constant: T is ACC) lets a row whose vertical
- * taps are one input row times 1 skip the H pass: the W pass reads that
- * input row in place (an identity H axis, align_corners end rows, nearest;
- * ATen copies those values too). The scratch row holds in_w tokens of
- * min(C, CB) accumulators. */
+ * -> output row). Two shortcuts, both exact:
+ *  - a row whose every tap, vertical and horizontal, is one input times 1
+ *    (nearest modes, identity axes) is a gather: tokens are copied bit for
+ *    bit, as ATen's nearest kernels copy them;
+ *  - DIRECT (a constant: T is ACC) lets a row whose vertical taps are one
+ *    input row times 1 skip the H pass: the W pass reads that input row in
+ *    place (an identity H axis, align_corners end rows).
+ * The scratch block holds in_w tokens of bw accumulators. */
 #define VITPE_DEFINE_ROWS(SUF, T, ACC, LOAD, STORE, DIRECT, VEC, ACC_SUF)                   \
     enum { VITPE_CB_##SUF = VITPE_BLOCK_BYTES / sizeof(ACC) };                             \
     VITPE_DEFINE_WSUM(vitpe__hpass_##SUF, ACC, T, ACC, LOAD, VITPE_ID, VITPE_CB_##SUF,     \
-                      VEC, vitpe__ldv_##SUF, vitpe__stv_##ACC_SUF)                         \
+                      VEC, vitpe__ld2_##SUF, vitpe__st2_##ACC_SUF)                         \
     VITPE_DEFINE_WSUM(vitpe__wpass_##SUF, T, ACC, ACC, VITPE_ID, STORE, VITPE_CB_##SUF,    \
-                      VEC, vitpe__ldv_##ACC_SUF, vitpe__stv_##SUF)                         \
+                      VEC, vitpe__ld2_##ACC_SUF, vitpe__st2_##SUF)                         \
     VITPE_CLONES static void vitpe__rows_##SUF(T *out, const T *inp, const vitpe_taps *th, \
                                                const vitpe_taps *tw, const vitpe_io *io,   \
                                                int64_t row_begin, int64_t row_end,         \
@@ -221,6 +262,10 @@ VITPE_INLINE vitpe_f32x8 vitpe__ldv_f16(const uint16_t *p) {
         const int64_t in_w = tw->n_in, out_h = th->n_out, out_w = tw->n_out;               \
         const int64_t its = io->in_token_stride, ots = io->out_token_stride;               \
         const int64_t bw = vitpe__block_width(in_w, C, sizeof(ACC)); /* scratch stride */  \
+        /* every output column one input column times 1 (nearest, an identity W axis) */   \
+        int w_gathers = 1;                                                                 \
+        for (int64_t ox = 0; ox < out_w && w_gathers; ox++)                                \
+            w_gathers = tw->count[ox] == 1 && tw->weight[ox * tw->width] == 1.0;           \
         for (int64_t r = row_begin; r < row_end; r++) {                                    \
             const int64_t b = r / out_h, oy = r % out_h;                                   \
             const T *src = inp + b * io->in_batch_stride;                                  \
@@ -232,7 +277,13 @@ VITPE_INLINE vitpe_f32x8 vitpe__ldv_f16(const uint16_t *p) {
             const double *wy = th->weight + oy * th->width;                                \
             const T *srow = src + (P + sy * in_w) * its; /* first input row read */        \
             T *drow = dst + (P + oy * out_w) * ots;                                        \
-            const int direct = (DIRECT) && ny == 1 && wy[0] == 1.0;                        \
+            const int row_is_copy = ny == 1 && wy[0] == 1.0;                               \
+            if (row_is_copy && w_gathers) { /* the row is a gather of input tokens */      \
+                for (int64_t ox = 0; ox < out_w; ox++)                                     \
+                    memcpy(drow + ox * ots, srow + tw->start[ox] * its, (size_t)C * sizeof(T)); \
+                continue;                                                                  \
+            }                                                                              \
+            const int direct = (DIRECT) && row_is_copy;                                    \
             for (int64_t c0 = 0; c0 < C; c0 += bw) {                                       \
                 const int64_t lenw = C - c0 < bw ? C - c0 : bw;                            \
                 const ACC *hrow = tmp;                                                     \
