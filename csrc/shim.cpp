@@ -23,7 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -47,18 +47,35 @@ namespace {
 using torch::headeronly::ScalarType;
 using torch::stable::Tensor;
 
+// Messages are built with std::to_string / snprintf and string concatenation,
+// never iostreams: formatting a number through an ostream crashed the process
+// on the GPU machine (torch 2.11 wheel, extension built by that machine's g++),
+// the typical symptom of a libstdc++ locale facet from newer headers than the
+// loaded runtime. These paths only touch the string class.
+inline std::string piece(const char* s) { return s; }
+inline std::string piece(const std::string& s) { return s; }
+inline std::string piece(char c) { return std::string(1, c); }
+inline std::string piece(int v) { return std::to_string(v); }
+inline std::string piece(long v) { return std::to_string(v); }
+inline std::string piece(long long v) { return std::to_string(v); }
+inline std::string piece(unsigned long v) { return std::to_string(v); }
+inline std::string piece(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  return buf;
+}
+
 template <typename... Args>
-[[noreturn]] void fail(Args&&... parts) {
-  std::ostringstream message;
-  (message << ... << parts);
-  throw std::invalid_argument(message.str());
+[[noreturn]] void fail(const Args&... parts) {
+  std::string message;
+  ((message += piece(parts)), ...);
+  throw std::invalid_argument(message);
 }
 
 std::string fmt_pair(const std::vector<int64_t>& v) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < v.size(); i++) s << (i ? ", " : "") << v[i];
-  return s.str() + "]";
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
 }
 
 void check_status(int status, const char* what) {

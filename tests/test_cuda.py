@@ -323,9 +323,6 @@ print("ERRORS OK")
 """
 
 
-@pytest.mark.xfail(torch.__version__.startswith("2.11"), strict=True,
-                   reason="torch 2.11: a C++ exception thrown by the stable-ABI kernel (csrc/shim.cpp) "
-                          "crashes the process, on CPU tensors too; seen on the H200 device")
 def test_bad_arguments_on_cuda_raise_value_error():
     """Bad arguments with CUDA tensors raise ValueError (from the shim), and
     the process carries on. Run in a fresh interpreter so that a crash in
