@@ -24,11 +24,13 @@ Each row times, for one case x mode x dtype x pass:
                the output (fwd+bwd: plus a copy shaped like the input, the
                gradient's write); "op/copy" says how far the op is from it
 CPU: median over repeats of the mean of a batch of calls (time.perf_counter),
-after warm-up. CUDA: the same with CUDA events, after warm-up.
+after warm-up, with Python's garbage collector off (as timeit). CUDA: the
+same with CUDA events, after warm-up.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -121,6 +123,18 @@ class Timer:
             torch.cuda.synchronize()
 
     def __call__(self, fn: Callable[[], object]) -> float:
+        # Python's garbage collector is off while timing, as timeit does: a
+        # collection triggered by whichever contender allocated the 700th
+        # object would be charged to it at random
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._time(fn)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def _time(self, fn: Callable[[], object]) -> float:
         # warm-up: at least 3 calls and ~5% of the budget (allocator, caches, pool)
         self._sync()
         start, calls = time.perf_counter(), 0
