@@ -65,8 +65,9 @@ static inline uint16_t vitpe__f32_to_bf16(float f) {
  * dynamic loader picks one per CPU (GCC/Clang target_clones, an ifunc: ELF
  * with glibc). Both clones do the same float operations in the same order
  * -- the build has -ffp-contract=off, so the AVX2 clone has no FMA either
- * (measured: FMA gains nothing here on Zen 4, where the loads, not the
- * arithmetic, bound the passes) -- and give bitwise the same results on
+ * (measured on Zen 4: FMA gains nothing, separate multiply and add pipes
+ * give the same throughput; the passes run near it, and writing the output
+ * takes about a third of the time) -- and give bitwise the same results on
  * every CPU. */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && defined(__GLIBC__)
 #define VITPE_CLONES __attribute__((target_clones("avx2", "default")))
@@ -80,10 +81,13 @@ static inline uint16_t vitpe__f32_to_bf16(float f) {
  * Channel blocks. The H pass writes, and the W pass reads back count[ox]
  * times per output token, a scratch block of in_w tokens x bw channels;
  * bw is chosen so that the block stays in L1 (VITPE_SCRATCH_BUDGET bytes:
- * 14 columns x 256 floats, 37 columns x 64 floats). Within it the sums run
- * VITPE_BLOCK_BYTES of accumulators at a time (64 floats / 32 doubles:
- * eight AVX2 registers). Each output token is written bw channels at a
- * time, contiguous runs of whole cache lines. */
+ * 14 columns x 256 floats, 37 columns x 64 floats), which also keeps the
+ * scratch small. Within it the sums run VITPE_BLOCK_BYTES of accumulators
+ * at a time (64 floats / 32 doubles: eight AVX2 registers). Each output
+ * token is written bw channels at a time, contiguous runs of whole cache
+ * lines. (Measured: the budget, from one register block to a whole row,
+ * moves the time by under 10%; what mattered was keeping the accumulators
+ * in registers.) */
 #define VITPE_BLOCK_BYTES 256
 #ifndef VITPE_SCRATCH_BUDGET
 #define VITPE_SCRATCH_BUDGET (16 * 1024)
