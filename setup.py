@@ -10,13 +10,34 @@ Switches (environment):
   VITPE_DEBUG=1  -O0 -g
   TORCH_CUDA_ARCH_LIST  GPU architectures (default "8.0;9.0+PTX")
 """
+import glob
 import os
 import re
+import shutil
 import subprocess
 
-from setuptools import setup
-import torch
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+def _toolkit_root():
+    """A CUDA toolkit root (bin/nvcc and the cudart library), for CUDA_HOME.
+
+    torch guesses CUDA_HOME as `which nvcc`/../.. , which is wrong where nvcc
+    is a wrapper script (/usr/local/bin/nvcc -> exec /usr/local/cuda-13.0/...):
+    the link then fails on -lcudart. Look where toolkits actually live."""
+    nvcc = shutil.which("nvcc")
+    candidates = [os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))] if nvcc else []
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for root in candidates:
+        if os.path.isfile(os.path.join(root, "bin", "nvcc")) and glob.glob(os.path.join(root, "lib64", "libcudart.so*")):
+            return root
+    return None
+
+
+if not (os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")) and _toolkit_root():
+    os.environ["CUDA_HOME"] = _toolkit_root()  # before torch.utils.cpp_extension reads it
+
+from setuptools import setup  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
 # The oldest torch the binary loads into: the stable ABI keeps it valid for
 # every later release (2.11 ... 2.14 and on).
