@@ -203,10 +203,15 @@ def _timm_fn(case, spec):
     except ImportError:
         return None
 
+    import inspect
+    if ac and "align_corners" not in inspect.signature(resample_abs_pos_embed).parameters:
+        return None  # timm < 1.0.31 always uses align_corners=False
+    extra = {"align_corners": ac} if ac else {}
+
     def run(x):
         return resample_abs_pos_embed(x, [case.hout, case.hout], [case.hin, case.hin],
                                       num_prefix_tokens=case.prefix, interpolation=mode,
-                                      antialias=aa, align_corners=ac)
+                                      antialias=aa, **extra)
     return run
 
 
