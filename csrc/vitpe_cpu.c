@@ -22,8 +22,9 @@
 #include "vitpe_taps.h"
 
 /* ------------------------------------------------------------------------
- * float16 / bfloat16 <-> float32, bit-exact with c10::Half / c10::BFloat16
- * (round to nearest even; NaN stays NaN). */
+ * float16 / bfloat16 <-> float32, bit-exact with c10::Half / c10::BFloat16 for
+ * every non-NaN value (round to nearest even); a NaN stays a quiet NaN of the
+ * same sign, where c10 writes the canonical 0x7FC0 for bfloat16. */
 
 static inline uint32_t vitpe__bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float vitpe__float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }

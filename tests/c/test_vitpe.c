@@ -688,7 +688,7 @@ static int mode_allows_aa(int mode) { return mode_allows_align(mode) || mode == 
 static void sweep(void) {
     /* C: below, at and above the channel blocks (16 wide, 64 floats / 32
        doubles per 256-byte block), with a scalar tail */
-    static const int64_t Bs[] = {1, 3}, Ps[] = {0, 1, 5}, Cs[] = {1, 7, 16, 33, 64, 71};
+    static const int64_t Bs[] = {1, 3}, Ps[] = {0, 1, 5}, Cs[] = {1, 7, 16, 33, 64, 71, 137};
     int64_t k = 0;
     for (int mode = 0; mode <= VITPE_MODE_LANCZOS3; mode++)
         for (int ac = 0; ac <= mode_allows_align(mode); ac++)
