@@ -225,12 +225,8 @@ struct PlanDeleter {
   void operator()(vitpe_plan* p) const { vitpe_plan_destroy(p); }
 };
 
-// Runs forward (backward=false) or backward over CPU tensors on torch's pool.
-void run_cpu(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
-  vitpe_plan* raw = nullptr;
-  check_status(vitpe_plan_create(&raw, &r.h, &r.w, backward ? 1 : 0), "planning the resize");
-  std::unique_ptr<vitpe_plan, PlanDeleter> plan(raw);
-
+// The kernels' view of the two tables: src is read, dst written.
+vitpe_io describe_io(const Resize& r, const Tensor& src, const Tensor& dst) {
   vitpe_io io{};
   io.dtype = r.dtype;
   io.batch = src.size(0);
@@ -240,6 +236,16 @@ void run_cpu(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
   io.in_token_stride = src.stride(1);
   io.out_batch_stride = dst.stride(0);
   io.out_token_stride = dst.stride(1);
+  return io;
+}
+
+// Runs forward (backward=false) or backward over CPU tensors on torch's pool.
+void run_cpu(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
+  vitpe_plan* raw = nullptr;
+  check_status(vitpe_plan_create(&raw, &r.h, &r.w, backward ? 1 : 0), "planning the resize");
+  std::unique_ptr<vitpe_plan, PlanDeleter> plan(raw);
+
+  const vitpe_io io = describe_io(r, src, dst);
 
   size_t scratch_bytes = 0;
   check_status(vitpe_scratch_bytes(&scratch_bytes, plan.get(), &io, backward), "sizing scratch");
@@ -283,15 +289,7 @@ void run_cuda(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
   // The tables are built on the device, in stream order: no host copy, so the
   // op can be captured in a CUDA graph.
   Tensor plan = torch::stable::new_empty(src, {static_cast<int64_t>(layout.bytes)}, ScalarType::Byte);
-  vitpe_io io{};
-  io.dtype = r.dtype;
-  io.batch = src.size(0);
-  io.prefix = r.prefix;
-  io.channels = src.size(2);
-  io.in_batch_stride = src.stride(0);
-  io.in_token_stride = src.stride(1);
-  io.out_batch_stride = dst.stride(0);
-  io.out_token_stride = dst.stride(1);
+  const vitpe_io io = describe_io(r, src, dst);
   check_status(vitpe_plan_fill_cuda(plan.mutable_data_ptr(), &layout, &r.h, &r.w, stream),
                "building the tap tables on the GPU");
   int st = backward ? vitpe_backward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(),

@@ -21,6 +21,7 @@ from typing import List, Optional
 
 import torch
 
+from ._patching import Patcher, PatchHandle
 from .ops import interpolate_pos_embed
 
 __all__ = ["resample_abs_pos_embed", "patch", "unpatch"]
@@ -94,62 +95,35 @@ def _rebind(old, new) -> int:
     return count
 
 
-class _Patch:
-    """An applied patch: a context manager, or call .unpatch(). Patches
-    nest: timm's function comes back when the last open one closes (or at
-    the module's unpatch(), which closes them all)."""
-
-    def __init__(self, rebound: int, generation: int):
-        self.rebound = rebound  # how many module globals pointed at timm's function
-        self._generation = generation
-        self.active = True
-
-    def unpatch(self) -> None:
-        global _open
-        if not self.active:
-            return
-        self.active = False
-        if self._generation == _generation:  # not already closed by unpatch()
-            _open -= 1
-            if _open == 0:
-                _rebind(resample_abs_pos_embed, _original)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.unpatch()
-        return False
+def _restore() -> None:
+    if _original is not None:
+        _rebind(resample_abs_pos_embed, _original)
 
 
-_open = 0          # patches not yet closed
-_generation = 0    # bumped by unpatch(): handles from before it are spent
+_patcher = Patcher(_restore)
 
 
-def patch() -> _Patch:
+def patch() -> PatchHandle:
     """Rebind timm's resample_abs_pos_embed to vitpe's in every loaded timm
     module (timm.layers, timm.layers.pos_embed, timm.models.vision_transformer,
     eva, deit, ...), until unpatch() / the end of the `with` block. Modules
     imported while patched bind vitpe's through timm.layers; unpatch() finds
     them too. resample_abs_pos_embed_nhwc (SAM-style tables) is not routed."""
-    global _original, _open
+    global _original
     import timm.layers  # noqa: F401  (loads timm.layers.pos_embed)
     import timm.models.vision_transformer  # noqa: F401  (the ViT the patch is for)
     current = sys.modules["timm.layers.pos_embed"].resample_abs_pos_embed
     if current is not resample_abs_pos_embed:
         _original = current
     _register_fx_leaf()
-    rebound = _rebind(_original, resample_abs_pos_embed)
-    _open += 1
-    return _Patch(rebound, _generation)
+    handle = _patcher.opened()
+    handle.rebound = _rebind(_original, resample_abs_pos_embed)  # module globals that pointed at timm's
+    return handle
 
 
 def unpatch() -> None:
     """Give every timm module its own resample_abs_pos_embed back, whatever patches are open."""
-    global _open, _generation
-    _open, _generation = 0, _generation + 1
-    if _original is not None:
-        _rebind(resample_abs_pos_embed, _original)
+    _patcher.unpatch_all()
 
 
 def _register_fx_leaf() -> None:

@@ -21,6 +21,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ._patching import Patcher, PatchHandle
 from .dynamic import PosEmbedResizer
 from .ops import interpolate_pos_embed
 
@@ -107,36 +108,7 @@ def interpolate_embeddings(
 
 # -- patch: torchvision's own function routed here -------------------------------
 
-class _Patch:
-    """An applied patch: a context manager, or call .unpatch(). Patches
-    nest: torchvision's function comes back when the last open one closes
-    (or at the module's unpatch(), which closes them all)."""
-
-    def __init__(self, generation: int):
-        self._generation = generation
-        self.active = True
-
-    def unpatch(self) -> None:
-        global _open
-        if not self.active:
-            return
-        self.active = False
-        if self._generation == _generation:  # not already closed by unpatch()
-            _open -= 1
-            if _open == 0:
-                _restore()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.unpatch()
-        return False
-
-
 _original = None   # torchvision's own function, once seen
-_open = 0          # patches not yet closed
-_generation = 0    # bumped by unpatch(): handles from before it are spent
 
 
 def _restore() -> None:
@@ -145,25 +117,25 @@ def _restore() -> None:
         tv_vit.interpolate_embeddings = _original
 
 
-def patch() -> _Patch:
+def patch() -> PatchHandle:
     """Route torchvision.models.vision_transformer.interpolate_embeddings
     through vitpe until the returned handle's unpatch() (or the end of the
     `with` block). Callers that bound the function before (from ... import)
     keep torchvision's."""
-    global _original, _open
+    global _original
     import torchvision.models.vision_transformer as tv_vit
     if tv_vit.interpolate_embeddings is not interpolate_embeddings:
         _original = tv_vit.interpolate_embeddings
     tv_vit.interpolate_embeddings = interpolate_embeddings
-    _open += 1
-    return _Patch(_generation)
+    return _patcher.opened()
 
 
 def unpatch() -> None:
     """Put torchvision's own interpolate_embeddings back, whatever patches are open."""
-    global _open, _generation
-    _open, _generation = 0, _generation + 1
-    _restore()
+    _patcher.unpatch_all()
+
+
+_patcher = Patcher(_restore)
 
 
 # -- make_dynamic: any input resolution --------------------------------------------
