@@ -80,10 +80,13 @@ def interpolate_pos_embed(
         antialias,
         scale_factor,
     )
-    if torch.is_grad_enabled() and pos_embed.requires_grad and not torch.compiler.is_compiling():
-        out = _EagerResize.apply(pos_embed, *args)
-    else:
+    if torch.compiler.is_compiling():
         out = _forward(pos_embed, *args)
+    elif torch.is_grad_enabled() and pos_embed.requires_grad:
+        out = _EagerResize.apply(pos_embed, *args)
+    else:  # nothing to record: skip torch.library's Python autograd layer (~8 µs a call)
+        with torch._C._AutoDispatchBelowAutograd():
+            out = _forward(pos_embed, *args)
     return out.squeeze(0) if squeeze else out
 
 
@@ -103,8 +106,13 @@ class _EagerResize(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        # through the backward op's own autograd: double backward keeps working
-        return (_backward(grad, ctx.input_tokens, *ctx.resize),) + (None,) * len(ctx.resize)
+        if torch.is_grad_enabled() and grad.requires_grad:
+            # create_graph: through the backward op's own autograd (double backward)
+            dinp = _backward(grad, ctx.input_tokens, *ctx.resize)
+        else:
+            with torch._C._AutoDispatchBelowAutograd():
+                dinp = _backward(grad, ctx.input_tokens, *ctx.resize)
+        return (dinp,) + (None,) * len(ctx.resize)
 
 
 # -- fake kernels: shapes only -------------------------------------------------
