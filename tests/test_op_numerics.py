@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import (FLOAT_DTYPES, HALF_DTYPES, INTERPOLATING, LAYOUTS, MODES, assert_within_half_ulp,
+from conftest import (FLOAT_DTYPES, HALF_DTYPES, LAYOUTS, MODES, assert_within_half_ulp,
                       dinov2_scale_factor, exact_scale_factor, flag_combos, make_table,
                       recipe_interpolate, skip_if_no_lanczos, torch_has_lanczos)
 from vitpe_ext import interpolate_pos_embed

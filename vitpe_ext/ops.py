@@ -3,7 +3,7 @@ kernels (torch.compile, export) and autograd. The schemas and the CPU/CUDA
 kernels are registered in C++ (csrc/shim.cpp)."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
