@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <cstdio>
 #include <stdexcept>
@@ -221,9 +222,44 @@ Tensor new_table(const char* who, const Tensor& like, int64_t batch, int64_t pre
   return torch::stable::new_empty(like, {batch, tokens, channels});
 }
 
-struct PlanDeleter {
-  void operator()(vitpe_plan* p) const { vitpe_plan_destroy(p); }
-};
+bool same_axis(const vitpe_axis& a, const vitpe_axis& b) {
+  return a.in_size == b.in_size && a.out_size == b.out_size && a.mode == b.mode &&
+         a.align_corners == b.align_corners && a.antialias == b.antialias &&
+         a.opmath_double == b.opmath_double && a.scale_factor == b.scale_factor;
+}
+
+// The plan of a resize, from a small cache of recent ones. Plans are
+// immutable once built and a training loop resizes to the same few grids
+// every step, so a hit skips the tap math (2-8 us a call on this host, and
+// every backward's adjoint tables). A plan with adjoint tables also serves
+// the forward. Entries are shared: a plan stays alive while a call uses it.
+std::shared_ptr<const vitpe_plan> get_plan(const vitpe_axis& h, const vitpe_axis& w, bool adjoint) {
+  struct Entry {
+    std::shared_ptr<const vitpe_plan> plan;
+  };
+  constexpr size_t kCapacity = 16;
+  static std::mutex mutex;
+  static std::vector<Entry> recent;  // most recently used first
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (size_t i = 0; i < recent.size(); i++) {
+      const vitpe_plan* p = recent[i].plan.get();
+      if (same_axis(p->h, h) && same_axis(p->w, w) && (p->layout.with_adjoint || !adjoint)) {
+        std::rotate(recent.begin(), recent.begin() + i, recent.begin() + i + 1);
+        return recent.front().plan;
+      }
+    }
+  }
+  vitpe_plan* raw = nullptr;  // built outside the lock: a miss does not stall other threads
+  check_status(vitpe_plan_create(&raw, &h, &w, adjoint ? 1 : 0), "planning the resize");
+  std::shared_ptr<const vitpe_plan> plan(raw, [](const vitpe_plan* p) {
+    vitpe_plan_destroy(const_cast<vitpe_plan*>(p));
+  });
+  std::lock_guard<std::mutex> lock(mutex);
+  recent.insert(recent.begin(), Entry{plan});
+  if (recent.size() > kCapacity) recent.pop_back();
+  return plan;
+}
 
 // The kernels' view of the two tables: src is read, dst written.
 vitpe_io describe_io(const Resize& r, const Tensor& src, const Tensor& dst) {
@@ -241,10 +277,7 @@ vitpe_io describe_io(const Resize& r, const Tensor& src, const Tensor& dst) {
 
 // Runs forward (backward=false) or backward over CPU tensors on torch's pool.
 void run_cpu(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
-  vitpe_plan* raw = nullptr;
-  check_status(vitpe_plan_create(&raw, &r.h, &r.w, backward ? 1 : 0), "planning the resize");
-  std::unique_ptr<vitpe_plan, PlanDeleter> plan(raw);
-
+  const std::shared_ptr<const vitpe_plan> plan = get_plan(r.h, r.w, backward);
   const vitpe_io io = describe_io(r, src, dst);
 
   size_t scratch_bytes = 0;
@@ -284,18 +317,23 @@ void run_cuda(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
   void* stream = nullptr;
   if (aoti_torch_get_current_cuda_stream(src.get_device_index(), &stream) != 0)
     throw std::runtime_error("vitpe: could not get the current CUDA stream");
-  vitpe_plan_layout layout;
-  check_status(vitpe_plan_measure(&layout, &r.h, &r.w, backward ? 1 : 0), "planning the resize");
-  // The tables are built on the device, in stream order: no host copy, so the
-  // op can be captured in a CUDA graph.
-  Tensor plan = torch::stable::new_empty(src, {static_cast<int64_t>(layout.bytes)}, ScalarType::Byte);
+  const std::shared_ptr<const vitpe_plan> plan = get_plan(r.h, r.w, backward);
   const vitpe_io io = describe_io(r, src, dst);
-  check_status(vitpe_plan_fill_cuda(plan.mutable_data_ptr(), &layout, &r.h, &r.w, stream),
-               "building the tap tables on the GPU");
-  int st = backward ? vitpe_backward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(),
-                                          plan.const_data_ptr(), &layout, &io, stream)
-                    : vitpe_forward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(),
-                                         plan.const_data_ptr(), &layout, &io, stream);
+  // Common resizes carry their tables inside the kernel launch; others get a
+  // device workspace the tables are rebuilt in, in stream order (so both
+  // ways can be captured in a CUDA graph).
+  size_t workspace_bytes = 0;
+  check_status(vitpe_cuda_workspace_bytes(&workspace_bytes, plan.get(), &io, backward),
+               "planning the resize");
+  std::optional<Tensor> workspace;
+  if (workspace_bytes > 0)
+    workspace = torch::stable::new_empty(src, {static_cast<int64_t>(workspace_bytes)},
+                                         ScalarType::Byte);
+  void* ws = workspace ? workspace->mutable_data_ptr() : nullptr;
+  int st = backward ? vitpe_backward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(), plan.get(),
+                                          &io, ws, stream)
+                    : vitpe_forward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(), plan.get(),
+                                         &io, ws, stream);
   check_status(st, backward ? "the CUDA backward pass" : "the CUDA forward pass");
 }
 #endif

@@ -140,15 +140,23 @@ int vitpe_forward_naive(void *out, const void *inp, const vitpe_axis *h, const v
 int vitpe_backward_naive(void *dinp, const void *dout, const vitpe_axis *h,
                          const vitpe_axis *w, const vitpe_io *io);
 
-/* CUDA (vitpe_cuda.cu). Pointers are device pointers; the plan buffer is
- * device memory of layout->bytes, filled on the device by vitpe_plan_fill_cuda
- * (stream-ordered, so CUDA graph capture works). stream is a cudaStream_t. */
+/* CUDA (vitpe_cuda.cu). out/inp are device pointers, stream a cudaStream_t;
+ * plan is a host plan (vitpe_plan_create; with_adjoint for the backward).
+ * Its tables travel by value in the kernel's launch parameters: one launch,
+ * no device memory besides the output, capturable in a CUDA graph. Where
+ * they do not fit (tables of several KB, very wide grids) the passes need a
+ * workspace of vitpe_cuda_workspace_bytes() bytes of device memory, where
+ * the tables are rebuilt on the device in stream order (0 bytes: pass NULL). */
+int vitpe_cuda_workspace_bytes(size_t *bytes, const vitpe_plan *plan, const vitpe_io *io,
+                               int backward);
+int vitpe_forward_cuda(void *out, const void *inp, const vitpe_plan *plan, const vitpe_io *io,
+                       void *workspace, void *stream);
+int vitpe_backward_cuda(void *dinp, const void *dout, const vitpe_plan *plan, const vitpe_io *io,
+                        void *workspace, void *stream);
+/* Fills a device plan buffer of layout->bytes on the device (stream-ordered):
+ * the workspace path above, public for the tuning harness. */
 int vitpe_plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout,
                          const vitpe_axis *h, const vitpe_axis *w, void *stream);
-int vitpe_forward_cuda(void *out, const void *inp, const void *plan_buffer,
-                       const vitpe_plan_layout *layout, const vitpe_io *io, void *stream);
-int vitpe_backward_cuda(void *dinp, const void *dout, const void *plan_buffer,
-                        const vitpe_plan_layout *layout, const vitpe_io *io, void *stream);
 
 #ifdef __cplusplus
 }

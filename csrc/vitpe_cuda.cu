@@ -8,9 +8,14 @@
  * -ffp-contract=off; only lanczos3's sin() may differ in its last bit, and
  * the payload of a NaN rounded to float16/bfloat16):
  *
- *   plan   one thread per table row fills {start, count, weights} with the
- *          very tap formulas of the host (vitpe_taps.h is __host__ __device__);
- *          stream-ordered, no host copy, so CUDA graphs can capture the op.
+ *   tables the host plan's tables (vitpe_plan_create, cached by the caller)
+ *          travel by value in the kernel's parameters, already in the
+ *          layout the kernel keeps in shared memory: one launch a call, no
+ *          device buffer, and a CUDA graph captures them with the kernel.
+ *          Tables too big for that (or very wide grids, below) are rebuilt
+ *          in a device workspace by a plan kernel, one thread per table row,
+ *          with the very tap formulas of the host (vitpe_taps.h is
+ *          __host__ __device__); stream-ordered, so graphs capture it too.
  *   rows   one block per (batch, output grid row, channel tile):
  *            H pass  tmp[ix, c] = sum_k wy[k] * inp[P + (sy+k)*Win + ix, c]  -> shared memory
  *            W pass  out[P + oy*Wout + ox, c] = sum_k wx[ox,k] * tmp[sx[ox]+k, c]
@@ -30,6 +35,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "vitpe.h"
 #include "vitpe_taps.h"
@@ -284,10 +290,35 @@ struct vitpe__table {
 };
 
 struct vitpe__rows_args {
-    vitpe__table th, tw; /* H (rows) and W (columns) */
+    vitpe__table th, tw; /* H (rows) and W (columns); pointers unused with inline tables */
     int64_t batch, prefix, channels;
     int64_t in_bs, in_ts, out_bs, out_ts; /* batch/token strides, in elements */
 };
+
+/* The tables of both axes carried by value in the launch's parameters, in
+ * the very layout the rows kernel keeps them in shared memory (after the
+ * scratch row):
+ *   wh  out_h x hwidth weights, ww  out_w x wwidth weights  (ACC)
+ *   sh, nh  out_h windows, sw, nw  out_w windows            (int32)
+ * Built on the host from the (cached) host plan, so a call needs no device
+ * buffer and no plan kernel: one launch, and a CUDA graph captures the
+ * tables inside the kernel node. CAP bytes; 0 = the tables are in device
+ * memory (a.th/a.tw), built there by vitpe_plan_fill_cuda. */
+template <int CAP>
+struct alignas(16) vitpe__inline_tables {
+    unsigned char bytes[CAP];
+};
+template <>
+struct alignas(16) vitpe__inline_tables<0> {
+    unsigned char unused[16];
+};
+/* Kernel parameters above 4 KB need CUDA 12.1 (and a Volta or newer GPU). */
+#define VITPE_INLINE_SMALL 2048
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 12010
+#define VITPE_INLINE_LARGE 8192
+#else
+#define VITPE_INLINE_LARGE 3584
+#endif
 
 /* acc = sum_k w[k] * src[k*stride], k in order, first term not added to 0
  * (so a -0.0 product stays -0.0, as on the CPU); n == 0 gives zeros. Taps
@@ -355,11 +386,14 @@ __device__ __forceinline__ void vitpe__copy_prefix(typename TR::T *dst, const ty
  * The tables are staged once per block: the kernel is bound by instruction
  * issue (ncu on H200), and per-tap 64-bit table loads and double->float
  * conversions were a large share of the instructions. */
+template <typename ACC>
+__host__ __device__ static inline int64_t vitpe__table_bytes(const vitpe__rows_args &a) {
+    return (a.th.n_out * a.th.width + a.tw.n_out * a.tw.width) * (int64_t)sizeof(ACC) +
+           2 * (a.th.n_out + a.tw.n_out) * (int64_t)sizeof(int32_t);
+}
 template <typename ACC, int V>
 __host__ __device__ static inline int64_t vitpe__rows_smem(const vitpe__rows_args &a, int64_t tx) {
-    return a.tw.n_in * tx * V * (int64_t)sizeof(ACC) +
-           (a.th.n_out * a.th.width + a.tw.n_out * a.tw.width) * (int64_t)sizeof(ACC) +
-           2 * (a.th.n_out + a.tw.n_out) * (int64_t)sizeof(int32_t);
+    return a.tw.n_in * tx * V * (int64_t)sizeof(ACC) + vitpe__table_bytes<ACC>(a);
 }
 
 /* Register cap: 4 blocks of 256 threads per SM (64 registers). The kernel is
@@ -369,10 +403,11 @@ __host__ __device__ static inline int64_t vitpe__rows_smem(const vitpe__rows_arg
 #ifndef VITPE_ROWS_MIN_BLOCKS
 #define VITPE_ROWS_MIN_BLOCKS 4
 #endif
-template <typename TR, int V>
+template <typename TR, int V, int CAP>
 __global__ void __launch_bounds__(256, VITPE_ROWS_MIN_BLOCKS)
 vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__restrict__ inp,
-                   const vitpe__rows_args a, const int R) {
+                   const vitpe__rows_args a, const int R,
+                   const __grid_constant__ vitpe__inline_tables<CAP> tables) {
     typedef typename TR::T T;
     typedef typename TR::ACC ACC;
     typedef vitpe__vec<ACC, V> VA;
@@ -384,7 +419,13 @@ vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__res
     VA *tmp = (VA *)vitpe__smem; /* tmp[ix * TX + tx] */
     ACC *wh = (ACC *)(tmp + in_w * TX), *ww = wh + out_h * hwidth;
     int32_t *sh = (int32_t *)(ww + out_w * wwidth), *nh = sh + out_h, *sw = nh + out_h, *nw = sw + out_w;
-    {
+    if constexpr (CAP > 0) { /* a word-by-word copy: the parameters hold the smem layout */
+        const int t = ty * TX + tx, nt = TX * TY;
+        const int words = (int)(vitpe__table_bytes<ACC>(a) / 4);
+        const uint32_t *src = (const uint32_t *)tables.bytes;
+        uint32_t *dst = (uint32_t *)wh;
+        for (int i = t; i < words; i += nt) dst[i] = src[i];
+    } else {
         const int t = ty * TX + tx, nt = TX * TY;
         for (int64_t i = t; i < out_h * hwidth; i += nt) wh[i] = (ACC)a.th.weight[i];
         for (int64_t i = t; i < out_w * wwidth; i += nt) ww[i] = (ACC)a.tw.weight[i];
@@ -535,6 +576,25 @@ struct vitpe__grid_plan {
     int direct;             /* 1: the scratch row does not fit, use the direct kernel */
 };
 
+/* The scratch row does not fit shared memory even at the narrowest channel
+ * tile: the direct kernel (device tables) runs instead. */
+template <typename ACC, int V>
+static int vitpe__direct_needed(const vitpe__rows_args &a) {
+    const int64_t ncv = a.channels / V;
+    int64_t tx = ncv < 32 ? vitpe__pow2_ceil(ncv) : 32;
+    while (tx > 4 && vitpe__rows_smem<ACC, V>(a, tx) > VITPE_SMEM_LIMIT) tx >>= 1;
+    return vitpe__rows_smem<ACC, V>(a, tx) > VITPE_SMEM_LIMIT;
+}
+
+/* Whether a resize needs its tables in device memory (a workspace): the
+ * direct kernel reads them there, and tables past the parameter budget
+ * cannot travel inline. Decided at the widest V, the conservative case (a
+ * narrower V only shrinks the scratch row). */
+template <typename ACC, int VMAX>
+static int vitpe__needs_device_tables(const vitpe__rows_args &a) {
+    return vitpe__direct_needed<ACC, VMAX>(a) || vitpe__table_bytes<ACC>(a) > VITPE_INLINE_LARGE;
+}
+
 template <typename TR, int V>
 static vitpe__grid_plan vitpe__choose_grid(const vitpe__rows_args &a, int sms) {
     typedef typename TR::ACC ACC;
@@ -546,7 +606,7 @@ static vitpe__grid_plan vitpe__choose_grid(const vitpe__rows_args &a, int sms) {
     g.tx = ncv < 32 ? vitpe__pow2_ceil(ncv) : 32;
     while (g.tx > 4 && vitpe__rows_smem<ACC, V>(a, g.tx) > VITPE_SMEM_LIMIT) g.tx >>= 1;
     while (g.tx > 8 && rows * ((ncv + g.tx - 1) / g.tx) < 2 * (int64_t)sms) g.tx >>= 1;
-    g.direct = vitpe__rows_smem<ACC, V>(a, g.tx) > VITPE_SMEM_LIMIT;
+    g.direct = vitpe__direct_needed<ACC, V>(a);
     /* Columns in flight (blockDim.y): 8, doubled while the grid is too small
      * to fill the GPU and a row still has columns for them (small grids,
      * e.g. the ViT-B backward with 14 rows). Rows per block: 1; grouping
@@ -561,22 +621,66 @@ static vitpe__grid_plan vitpe__choose_grid(const vitpe__rows_args &a, int sms) {
     return g;
 }
 
+/* Copies a host plan's two tables into the parameter block, in the rows
+ * kernel's shared-memory layout; weights rounded to ACC as the kernel's
+ * own staging of device tables does. */
+template <typename ACC, int CAP>
+static void vitpe__pack_tables(vitpe__inline_tables<CAP> &p, const vitpe_taps *th, const vitpe_taps *tw) {
+    unsigned char *q = p.bytes;
+    const vitpe_taps *t[2] = {th, tw};
+    for (int x = 0; x < 2; x++)
+        for (int64_t i = 0; i < t[x]->n_out * t[x]->width; i++, q += sizeof(ACC)) {
+            const ACC v = (ACC)t[x]->weight[i];
+            memcpy(q, &v, sizeof v);
+        }
+    for (int x = 0; x < 2; x++) {
+        for (int64_t i = 0; i < t[x]->n_out; i++, q += 4) {
+            const int32_t v = (int32_t)t[x]->start[i];
+            memcpy(q, &v, 4);
+        }
+        for (int64_t i = 0; i < t[x]->n_out; i++, q += 4) {
+            const int32_t v = (int32_t)t[x]->count[i];
+            memcpy(q, &v, 4);
+        }
+    }
+}
+
+/* th/tw: the host tables to send inline, or NULL when a.th/a.tw point to
+ * device tables. */
 template <typename TR, int V>
 static int vitpe__launch_rows_with(void *out, const void *inp, const vitpe__rows_args &a,
-                                   const vitpe__grid_plan &g, cudaStream_t stream) {
+                                   const vitpe__grid_plan &g, const vitpe_taps *th,
+                                   const vitpe_taps *tw, cudaStream_t stream) {
     typedef typename TR::T T;
     typedef typename TR::ACC ACC;
     const int64_t ncv = a.channels / V, rows = a.batch * a.th.n_out;
     const int64_t smem = vitpe__rows_smem<ACC, V>(a, g.tx);
+    const bool inline_tables = th && tw;
     if (!g.direct && smem <= VITPE_SMEM_LIMIT) {
         const int64_t tiles = (ncv + g.tx - 1) / g.tx;
         const int64_t row_blocks = (rows + g.rows_per_block - 1) / g.rows_per_block;
         dim3 grid((unsigned)(row_blocks < 0x7fffffff ? row_blocks : 0x7fffffff),
                   (unsigned)(tiles < 65535 ? tiles : 65535));
         dim3 block((unsigned)g.tx, (unsigned)g.ty);
-        vitpe__rows_kernel<TR, V><<<grid, block, (size_t)smem, stream>>>(
-            (T *)out, (const T *)inp, a, (int)g.rows_per_block);
+        const int64_t table_bytes = vitpe__table_bytes<ACC>(a);
+        if (inline_tables && table_bytes <= VITPE_INLINE_SMALL) {
+            vitpe__inline_tables<VITPE_INLINE_SMALL> p;
+            vitpe__pack_tables<ACC>(p, th, tw);
+            vitpe__rows_kernel<TR, V, VITPE_INLINE_SMALL><<<grid, block, (size_t)smem, stream>>>(
+                (T *)out, (const T *)inp, a, (int)g.rows_per_block, p);
+        } else if (inline_tables && table_bytes <= VITPE_INLINE_LARGE) {
+            vitpe__inline_tables<VITPE_INLINE_LARGE> p;
+            vitpe__pack_tables<ACC>(p, th, tw);
+            vitpe__rows_kernel<TR, V, VITPE_INLINE_LARGE><<<grid, block, (size_t)smem, stream>>>(
+                (T *)out, (const T *)inp, a, (int)g.rows_per_block, p);
+        } else {
+            if (!a.th.start || !a.tw.start) return VITPE_EINVAL; /* needs the workspace */
+            vitpe__inline_tables<0> none = {};
+            vitpe__rows_kernel<TR, V, 0><<<grid, block, (size_t)smem, stream>>>(
+                (T *)out, (const T *)inp, a, (int)g.rows_per_block, none);
+        }
     } else {
+        if (!a.th.start || !a.tw.start) return VITPE_EINVAL; /* needs the workspace */
         int sms = 132;
         if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
         const int64_t total = a.batch * (a.prefix + a.th.n_out * a.tw.n_out) * ncv;
@@ -587,26 +691,21 @@ static int vitpe__launch_rows_with(void *out, const void *inp, const vitpe__rows
     return cudaGetLastError() == cudaSuccess ? VITPE_OK : VITPE_ECUDA;
 }
 
-template <typename TR, int V>
-static int vitpe__launch_rows(void *out, const void *inp, const vitpe__rows_args &a,
-                              cudaStream_t stream) {
-    int sms = 132;
-    if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
-    return vitpe__launch_rows_with<TR, V>(out, inp, a, vitpe__choose_grid<TR, V>(a, sms), stream);
-}
-
 /* The widest V (up to 16 bytes) that the channel count, both pointers and
  * all strides allow; else one element per thread. */
 template <typename TR, int VMAX>
 static int vitpe__dispatch_vec(void *out, const void *inp, const vitpe__rows_args &a,
-                               cudaStream_t stream) {
+                               const vitpe_taps *th, const vitpe_taps *tw, cudaStream_t stream) {
     typedef typename TR::T T;
     const uintptr_t bytes = sizeof(T) * VMAX;
     const bool wide = a.channels % VMAX == 0 && (uintptr_t)out % bytes == 0 &&
                       (uintptr_t)inp % bytes == 0 && a.in_bs % VMAX == 0 && a.in_ts % VMAX == 0 &&
                       a.out_bs % VMAX == 0 && a.out_ts % VMAX == 0;
-    return wide ? vitpe__launch_rows<TR, VMAX>(out, inp, a, stream)
-                : vitpe__launch_rows<TR, 1>(out, inp, a, stream);
+    int sms = 132;
+    if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
+    if (wide)
+        return vitpe__launch_rows_with<TR, VMAX>(out, inp, a, vitpe__choose_grid<TR, VMAX>(a, sms), th, tw, stream);
+    return vitpe__launch_rows_with<TR, 1>(out, inp, a, vitpe__choose_grid<TR, 1>(a, sms), th, tw, stream);
 }
 
 static vitpe__table vitpe__table_at(const void *buffer, const vitpe_plan_layout *L, int t) {
@@ -621,44 +720,83 @@ static vitpe__table vitpe__table_at(const void *buffer, const vitpe_plan_layout 
     return v;
 }
 
-/* Tables th (rows) and tw (columns) = layout slots t, t+1. */
-static int vitpe__run(void *out, const void *inp, const void *plan_buffer,
-                      const vitpe_plan_layout *L, int t, const vitpe_io *io, void *stream) {
-    if (!L || !io || !plan_buffer) return VITPE_EINVAL;
+/* The kernels' arguments for a plan's forward (t = 0) or adjoint (t = 2)
+ * tables, with no device tables yet. */
+static int vitpe__args(vitpe__rows_args *a, const vitpe_plan *plan, int t, const vitpe_io *io) {
+    if (!plan || !io) return VITPE_EINVAL;
+    if (t == 2 && !plan->layout.with_adjoint) return VITPE_EINVAL;
     if (io->dtype < VITPE_F32 || io->dtype > VITPE_BF16) return VITPE_EINVAL;
     if (io->batch < 0 || io->prefix < 0 || io->channels < 0) return VITPE_EINVAL;
-    if (io->batch == 0 || io->channels == 0) return VITPE_OK;
-    if (!out || !inp) return VITPE_EINVAL;
-    vitpe__rows_args a;
-    a.th = vitpe__table_at(plan_buffer, L, t);
-    a.tw = vitpe__table_at(plan_buffer, L, t + 1);
-    if (a.th.n_out < 1 || a.tw.n_out < 1 || a.th.n_in < 1 || a.tw.n_in < 1) return VITPE_EINVAL;
-    a.batch = io->batch;
-    a.prefix = io->prefix;
-    a.channels = io->channels;
-    a.in_bs = io->in_batch_stride;
-    a.in_ts = io->in_token_stride;
-    a.out_bs = io->out_batch_stride;
-    a.out_ts = io->out_token_stride;
-    cudaStream_t s = (cudaStream_t)stream;
-    switch (io->dtype) {
-    case VITPE_F32: return vitpe__dispatch_vec<vitpe__f32, 4>(out, inp, a, s);
-    case VITPE_F64: return vitpe__dispatch_vec<vitpe__f64, 2>(out, inp, a, s);
-    case VITPE_F16: return vitpe__dispatch_vec<vitpe__f16, 8>(out, inp, a, s);
-    default: return vitpe__dispatch_vec<vitpe__bf16, 8>(out, inp, a, s);
+    memset(a, 0, sizeof(*a));
+    for (int x = 0; x < 2; x++) {
+        vitpe__table *v = x ? &a->tw : &a->th;
+        v->width = plan->layout.width[t + x];
+        v->n_out = plan->layout.n_out[t + x];
+        v->n_in = plan->layout.n_in[t + x];
+        if (v->n_out < 1 || v->n_in < 1) return VITPE_EINVAL;
+    }
+    a->batch = io->batch;
+    a->prefix = io->prefix;
+    a->channels = io->channels;
+    a->in_bs = io->in_batch_stride;
+    a->in_ts = io->in_token_stride;
+    a->out_bs = io->out_batch_stride;
+    a->out_ts = io->out_token_stride;
+    return VITPE_OK;
+}
+
+static int vitpe__needs_workspace(const vitpe__rows_args &a, int dtype) {
+    switch (dtype) {
+    case VITPE_F32: return vitpe__needs_device_tables<float, 4>(a);
+    case VITPE_F64: return vitpe__needs_device_tables<double, 2>(a);
+    default: return vitpe__needs_device_tables<float, 8>(a);
     }
 }
 
-extern "C" int vitpe_forward_cuda(void *out, const void *inp, const void *plan_buffer,
-                                  const vitpe_plan_layout *layout, const vitpe_io *io,
-                                  void *stream) {
-    return vitpe__run(out, inp, plan_buffer, layout, 0, io, stream);
+extern "C" int vitpe_cuda_workspace_bytes(size_t *bytes, const vitpe_plan *plan, const vitpe_io *io,
+                                          int backward) {
+    vitpe__rows_args a;
+    int st;
+    if (!bytes) return VITPE_EINVAL;
+    *bytes = 0;
+    if ((st = vitpe__args(&a, plan, backward ? 2 : 0, io))) return st;
+    if (vitpe__needs_workspace(a, io->dtype)) *bytes = plan->layout.bytes;
+    return VITPE_OK;
+}
+
+static int vitpe__run(void *out, const void *inp, const vitpe_plan *plan, int backward,
+                      const vitpe_io *io, void *workspace, void *stream) {
+    const int t = backward ? 2 : 0;
+    vitpe__rows_args a;
+    int st;
+    if ((st = vitpe__args(&a, plan, t, io))) return st;
+    if (io->batch == 0 || io->channels == 0) return VITPE_OK;
+    if (!out || !inp) return VITPE_EINVAL;
+    cudaStream_t s = (cudaStream_t)stream;
+    const vitpe_taps *th = backward ? &plan->adj_h : &plan->fwd_h;
+    const vitpe_taps *tw = backward ? &plan->adj_w : &plan->fwd_w;
+    if (vitpe__needs_workspace(a, io->dtype)) {
+        if (!workspace) return VITPE_EINVAL;
+        if ((st = vitpe_plan_fill_cuda(workspace, &plan->layout, &plan->h, &plan->w, stream))) return st;
+        a.th = vitpe__table_at(workspace, &plan->layout, t);
+        a.tw = vitpe__table_at(workspace, &plan->layout, t + 1);
+        th = tw = NULL;
+    }
+    switch (io->dtype) {
+    case VITPE_F32: return vitpe__dispatch_vec<vitpe__f32, 4>(out, inp, a, th, tw, s);
+    case VITPE_F64: return vitpe__dispatch_vec<vitpe__f64, 2>(out, inp, a, th, tw, s);
+    case VITPE_F16: return vitpe__dispatch_vec<vitpe__f16, 8>(out, inp, a, th, tw, s);
+    default: return vitpe__dispatch_vec<vitpe__bf16, 8>(out, inp, a, th, tw, s);
+    }
+}
+
+extern "C" int vitpe_forward_cuda(void *out, const void *inp, const vitpe_plan *plan,
+                                  const vitpe_io *io, void *workspace, void *stream) {
+    return vitpe__run(out, inp, plan, 0, io, workspace, stream);
 }
 
 /* io's "in" strides describe dout, its "out" strides dinp. */
-extern "C" int vitpe_backward_cuda(void *dinp, const void *dout, const void *plan_buffer,
-                                   const vitpe_plan_layout *layout, const vitpe_io *io,
-                                   void *stream) {
-    if (!layout || !layout->with_adjoint) return VITPE_EINVAL;
-    return vitpe__run(dinp, dout, plan_buffer, layout, 2, io, stream);
+extern "C" int vitpe_backward_cuda(void *dinp, const void *dout, const vitpe_plan *plan,
+                                   const vitpe_io *io, void *workspace, void *stream) {
+    return vitpe__run(dinp, dout, plan, 1, io, workspace, stream);
 }

@@ -126,11 +126,17 @@ static int run_case(const char *name, int64_t B, int64_t P, int64_t hin, int64_t
     float copy = time_us([&] { cudaMemcpyAsync(cpy, dst, bytes, cudaMemcpyDeviceToDevice, s); }, s);
     int sms = 132; vitpe__sm_count(&sms);
     vitpe__grid_plan def = vitpe__choose_grid<TR, V>(a, sms);
-    float tdef = time_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, def, s); }, s);
+    float tdef = time_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, def, nullptr, nullptr, s); }, s);
+    vitpe_plan *hp = nullptr;
+    if (vitpe_plan_create(&hp, &h, &w, 1)) { printf("plan_create failed\n"); return 1; }
+    const vitpe_taps *th = backward ? &hp->adj_h : &hp->fwd_h, *tw = backward ? &hp->adj_w : &hp->fwd_w;
+    float tinl = time_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, def, th, tw, s); }, s);
     CK(cudaStreamSynchronize(s)); CK(cudaGetLastError());
-    printf("%-8s %-4s %s plan fwd %.2f / +adjoint %.2f us | copy(out size) %.2f us | default tx=%lld ty=%lld R=%lld direct=%d: %.2f us (%.2fx copy)\n",
+    printf("%-8s %-4s %s plan fwd %.2f / +adjoint %.2f us | copy(out size) %.2f us | default tx=%lld ty=%lld R=%lld direct=%d: device tables %.2f us, inline (%lld B) %.2f us (%.2fx copy)\n",
            name, sizeof(T) == 4 ? "f32" : "bf16", backward ? "bwd" : "fwd", fill_fwd, fill, copy,
-           (long long)def.tx, (long long)def.ty, (long long)def.rows_per_block, def.direct, tdef, tdef / copy);
+           (long long)def.tx, (long long)def.ty, (long long)def.rows_per_block, def.direct, tdef,
+           (long long)vitpe__table_bytes<typename TR::ACC>(a), tinl, tinl / copy);
+    vitpe_plan_destroy(hp);
     for (int tx : {32, 16, 8}) for (int ty : {8, 16, 32}) {
         if (tx * ty > 256 || g_profile || !g_sweep) continue;
         printf("   tx=%2d ty=%2d:", tx, ty);
@@ -140,7 +146,7 @@ static int run_case(const char *name, int64_t B, int64_t P, int64_t hin, int64_t
                 printf("  R=%d %7s", R, "-");
                 continue;
             }
-            float us = time_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, g, s); }, s);
+            float us = time_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, g, th, tw, s); }, s);
             printf("  R=%d %7.2f", R, us);
         }
         printf("\n");

@@ -147,18 +147,25 @@ def test_backward_op_matches_cpu_all_dtypes(mode, dtype):
 
 
 @pytest.mark.parametrize("mode,old,new,antialias", [
-    # one-block plan (every ViT grid), forward windows wider than 16 taps
+    # tables inline in the launch, up to 2 KB (ViT-B) and up to 8 KB
+    # (DINOv2-g, lanczos3 on a 100-wide grid), windows wider than 16 taps
+    ("bicubic", (14, 14), (32, 32), False),
+    ("bicubic", (37, 37), (73, 73), False),
+    ("lanczos3", (64, 64), (100, 100), False),
     ("area", (40, 40), (2, 3), False),
     ("bicubic", (24, 30), (3, 4), True),
     ("lanczos3", (33, 20), (5, 2), True),
-    # over 6144 grid indices: the grid-wide plan kernel, adjoint recomputing
-    # forward taps (windows <= 16 taps)...
+    # tables over 8 KB: a workspace, filled by the one-block plan kernel...
+    ("bicubic", (300, 300), (400, 400), False),
+    # ...over 6144 grid indices, the grid-wide plan kernel, adjoint
+    # recomputing forward taps (windows <= 16 taps)...
     ("bilinear", (2, 3000), (3, 4000), False),
     # ...or reading them from the forward tables (a second launch)
     ("area", (40, 3000), (2, 3100), False),
 ])
 def test_plan_paths(mode, old, new, antialias):
-    """The three ways the device plan is built must give the CPU op's
+    """Every way the tables reach the kernel (inline in the launch, or a
+    device workspace built by each plan kernel) must give the CPU op's
     forward and gradient."""
     x = _table(2, 1, old, 8, torch.float32, "contiguous", seed=5)
     args = dict(new_size=new, old_size=old, mode=mode, antialias=antialias)
@@ -253,30 +260,32 @@ def test_torch_compile_cuda():
     torch.testing.assert_close(g_comp, g_eager)
 
 
-def test_cuda_graph_capture_and_replay():
-    """The plan is built on the device in stream order, so the whole op
-    (plan + resize, forward and backward ops) can be captured and replayed."""
-    x = torch.randn(1, 1 + 14 * 14, 768, device="cuda")
-    dout = torch.randn(1, 1 + 32 * 32, 768, device="cuda")
+@pytest.mark.parametrize("old,new,channels", [(14, 32, 768), (300, 400, 8)])
+def test_cuda_graph_capture_and_replay(old, new, channels):
+    """The tables travel inside the kernel launch (ViT-B) or are built in a
+    device workspace in stream order (a 300 -> 400 grid), so either way the
+    forward and backward ops can be captured and replayed."""
+    x = torch.randn(1, 1 + old * old, channels, device="cuda")
+    dout = torch.randn(1, 1 + new * new, channels, device="cuda")
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):  # warm-up outside the capture, as torch asks
         for _ in range(2):
-            _fwd(x, [32, 32], None, 1, "bicubic", None, False, None)
-            _bwd(dout, x.shape[1], [32, 32], None, 1, "bicubic", None, False, None)
+            _fwd(x, [new, new], None, 1, "bicubic", None, False, None)
+            _bwd(dout, x.shape[1], [new, new], None, 1, "bicubic", None, False, None)
     torch.cuda.current_stream().wait_stream(s)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        y = _fwd(x, [32, 32], None, 1, "bicubic", None, False, None)
-        dx = _bwd(dout, x.shape[1], [32, 32], None, 1, "bicubic", None, False, None)
+        y = _fwd(x, [new, new], None, 1, "bicubic", None, False, None)
+        dx = _bwd(dout, x.shape[1], [new, new], None, 1, "bicubic", None, False, None)
     for _ in range(2):
         x.copy_(torch.randn_like(x))
         dout.copy_(torch.randn_like(dout))
         graph.replay()
         torch.cuda.synchronize()
-        assert torch.equal(y, _fwd(x, [32, 32], None, 1, "bicubic", None, False, None))
-        assert torch.equal(dx, _bwd(dout, x.shape[1], [32, 32], None, 1, "bicubic", None, False, None))
-        assert torch.equal(y.cpu(), _fwd(x.cpu(), [32, 32], None, 1, "bicubic", None, False, None))
+        assert torch.equal(y, _fwd(x, [new, new], None, 1, "bicubic", None, False, None))
+        assert torch.equal(dx, _bwd(dout, x.shape[1], [new, new], None, 1, "bicubic", None, False, None))
+        assert torch.equal(y.cpu(), _fwd(x.cpu(), [new, new], None, 1, "bicubic", None, False, None))
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")

@@ -23,9 +23,14 @@ Each row times, for one case x mode x dtype x pass:
   copy         the memory-traffic floor: out.copy_(src) with src shaped like
                the output (fwd+bwd: plus a copy shaped like the input, the
                gradient's write); "op/copy" says how far the op is from it
-CPU: median over repeats of the mean of a batch of calls (time.perf_counter),
-after warm-up, with Python's garbage collector off (as timeit). CUDA: the
-same with CUDA events, after warm-up.
+Contenders are timed interleaved: each of `repeats` rounds times one batch of
+calls of every contender in turn, and each reports its median batch, so a
+slow spell of a shared machine lands on all of them alike and the ratios
+stay put. CPU: time.perf_counter, after warm-up, with Python's garbage
+collector off (as timeit). CUDA: CUDA events, after warm-up; and a second,
+"GPU" set of columns for op, recipe and copy replays the same calls captured
+in a CUDA graph, which removes the host's work (Python, autograd, launches):
+what the op costs the GPU inside a training step whose host runs ahead.
 """
 from __future__ import annotations
 
@@ -111,8 +116,8 @@ class Row:
 # -- timing ----------------------------------------------------------------------
 
 class Timer:
-    """Median of `repeats` timed batches; each batch runs the function enough
-    times to last about min_time / repeats."""
+    """Interleaved medians: `repeats` rounds, each timing one batch of every
+    contender; a batch lasts about min_time / repeats."""
 
     def __init__(self, device: str, min_time: float, repeats: int):
         self.device, self.min_time, self.repeats = device, min_time, repeats
@@ -122,43 +127,72 @@ class Timer:
             torch.cuda.synchronize()
 
     def __call__(self, fn: Callable[[], object]) -> float:
+        return self.many({"fn": fn})["fn"]
+
+    def many(self, fns: Dict[str, Callable[[], object]],
+             calls_per_fn: Optional[Dict[str, int]] = None) -> Dict[str, float]:
+        """Seconds per call of each function (a function standing for
+        calls_per_fn[name] calls, as a replayed graph does, is divided)."""
         # Python's garbage collector is off while timing, as timeit does: a
         # collection triggered by whichever contender allocated the 700th
         # object would be charged to it at random
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return self._time(fn)
+            return self._time(fns, calls_per_fn or {})
         finally:
             if gc_was_enabled:
                 gc.enable()
 
-    def _time(self, fn: Callable[[], object]) -> float:
-        # warm-up: at least 3 calls and ~5% of the budget (allocator, caches, pool)
-        self._sync()
-        start, calls = time.perf_counter(), 0
-        while calls < 3 or time.perf_counter() - start < 0.05 * self.min_time:
+    def _batch(self, fn, n: int) -> float:
+        if self.device == "cuda":
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            for _ in range(n):
+                fn()
+            end.record()
+            end.synchronize()
+            return begin.elapsed_time(end) / 1e3
+        t0 = time.perf_counter()
+        for _ in range(n):
             fn()
-            calls += 1
+        return time.perf_counter() - t0
+
+    def _time(self, fns, calls_per_fn) -> Dict[str, float]:
+        per_batch = {}
+        for name, fn in fns.items():
+            # warm-up: at least 3 calls and ~5% of the budget (allocator, caches, pool)
             self._sync()
-        one = (time.perf_counter() - start) / calls
-        per_batch = max(1, int(self.min_time / self.repeats / max(one, 1e-9)))
-        samples = []
+            start, calls = time.perf_counter(), 0
+            while calls < 3 or time.perf_counter() - start < 0.05 * self.min_time:
+                fn()
+                calls += 1
+                self._sync()
+            one = (time.perf_counter() - start) / calls
+            per_batch[name] = max(1, int(self.min_time / self.repeats / max(one, 1e-9)))
+        samples: Dict[str, List[float]] = {name: [] for name in fns}
         for _ in range(self.repeats):
-            if self.device == "cuda":
-                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                begin.record()
-                for _ in range(per_batch):
-                    fn()
-                end.record()
-                end.synchronize()
-                samples.append(begin.elapsed_time(end) / 1e3 / per_batch)
-            else:
-                t0 = time.perf_counter()
-                for _ in range(per_batch):
-                    fn()
-                samples.append((time.perf_counter() - t0) / per_batch)
-        return statistics.median(samples)
+            for name, fn in fns.items():
+                n = per_batch[name]
+                samples[name].append(self._batch(fn, n) / (n * calls_per_fn.get(name, 1)))
+        return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def capture_graph(fn: Callable[[], object], calls: int):
+    """`calls` calls of fn captured in one CUDA graph (after a warm-up on a
+    side stream, as torch.cuda.graph asks); returns the graph's replay."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    torch.cuda.synchronize()
+    return graph.replay
 
 
 # -- the contenders ----------------------------------------------------------------
@@ -304,29 +338,41 @@ def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device:
     if problem:
         row.status, row.note = "FAILED", problem
         return row
-    # 2. time
-    row.seconds["op"] = timer(op)
-    contenders = {
-        "recipe": lambda t: _recipe(t, case, spec),
-        "torchvision": _torchvision_fn(case, spec),
-        "timm": _timm_fn(case, spec),
-    }
-    for name, f in contenders.items():
-        if f is None:
-            row.seconds[name] = None
-            continue
-        try:
-            row.seconds[name] = timer(make(f))
-        except Exception as err:  # e.g. a dtype F.interpolate lacks on this device
-            row.seconds[name] = None
-            row.note += f"{name}: {type(err).__name__}: {str(err).splitlines()[0]}; "
+    # 2. time, every contender interleaved with the others
     out_src = torch.randn_like(grad)
     out_dst = torch.empty_like(grad)
     if backward:
         in_src, in_dst = torch.randn_like(x), torch.empty_like(x)
-        row.seconds["copy"] = timer(lambda: (out_dst.copy_(out_src), in_dst.copy_(in_src)))
+        copy = lambda: (out_dst.copy_(out_src), in_dst.copy_(in_src))  # noqa: E731
     else:
-        row.seconds["copy"] = timer(lambda: out_dst.copy_(out_src))
+        copy = lambda: out_dst.copy_(out_src)  # noqa: E731
+    fns = {"op": op, "copy": copy}
+    for name, f in (("recipe", lambda t: _recipe(t, case, spec)),
+                    ("torchvision", _torchvision_fn(case, spec)), ("timm", _timm_fn(case, spec))):
+        row.seconds[name] = None
+        if f is None:
+            continue
+        try:
+            fn = make(f)
+            fn()  # a dtype F.interpolate lacks on this device raises here
+            fns[name] = fn
+        except Exception as err:
+            row.note += f"{name}: {type(err).__name__}: {str(err).splitlines()[0]}; "
+    calls = {}
+    if device == "cuda":
+        # the same calls in CUDA graphs: GPU time, no host work. Enough calls
+        # per graph for ~2 ms of GPU work, at most 20.
+        eager = timer.many(fns)
+        for name in ("op", "recipe", "copy"):
+            if name not in fns:
+                continue
+            n = max(1, min(20, int(2e-3 / max(eager[name], 1e-9))))
+            try:
+                fns[name + "_gpu"] = capture_graph(fns[name], n)
+                calls[name + "_gpu"] = n
+            except Exception as err:
+                row.note += f"{name} in a CUDA graph: {type(err).__name__}: {str(err).splitlines()[0]}; "
+    row.seconds.update(timer.many(fns, calls))
     return row
 
 
@@ -385,15 +431,22 @@ def format_table(rows: Sequence[Row], info: Dict[str, object]) -> str:
             + f" | torch {info['torch']}, {info['torch_threads']} threads"
             + f" | torchvision {info['torchvision'] or '-'} | timm {info['timm'] or '-'}"
             + (f" | load {info['loadavg_1min_at_start']}" if "loadavg_1min_at_start" in info else ""))
-    cols = ["case", "mode", "dtype", "pass", "op", "recipe", "recipe/op", "copy", "op/copy",
-            "torchvision", "timm", "status"]
+    gpu = info["device"] == "cuda"
+    cols = ["case", "mode", "dtype", "pass", "op", "recipe", "recipe/op", "copy", "op/copy"]
+    if gpu:
+        cols += ["op gpu", "recipe gpu", "recipe/op gpu", "op/copy gpu"]
+    cols += ["torchvision", "timm", "status"]
     body = []
     for r in rows:
         s = r.seconds
-        body.append([r.case, r.mode, r.dtype, r.passes, _t(s.get("op")), _t(s.get("recipe")),
-                     _x(r.ratio("recipe", "op")), _t(s.get("copy")), _x(r.ratio("op", "copy")),
-                     _t(s.get("torchvision")), _t(s.get("timm")),
-                     r.status + (f" ({r.note.strip('; ')})" if r.status != "ok" and r.note else "")])
+        line = [r.case, r.mode, r.dtype, r.passes, _t(s.get("op")), _t(s.get("recipe")),
+                _x(r.ratio("recipe", "op")), _t(s.get("copy")), _x(r.ratio("op", "copy"))]
+        if gpu:
+            line += [_t(s.get("op_gpu")), _t(s.get("recipe_gpu")), _x(r.ratio("recipe_gpu", "op_gpu")),
+                     _x(r.ratio("op_gpu", "copy_gpu"))]
+        line += [_t(s.get("torchvision")), _t(s.get("timm")),
+                 r.status + (f" ({r.note.strip('; ')})" if r.status != "ok" and r.note else "")]
+        body.append(line)
     widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(cols)]
     lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths)),
              "  ".join("-" * w for w in widths)]
@@ -411,6 +464,9 @@ def to_json(rows: Sequence[Row], info: Dict[str, object]) -> Dict[str, object]:
         d = asdict(r)
         d["recipe_over_op"] = r.ratio("recipe", "op")
         d["op_over_copy"] = r.ratio("op", "copy")
+        if "op_gpu" in r.seconds:
+            d["recipe_over_op_gpu"] = r.ratio("recipe_gpu", "op_gpu")
+            d["op_over_copy_gpu"] = r.ratio("op_gpu", "copy_gpu")
         out.append(d)
     return {"machine": info, "rows": out}
 
