@@ -42,6 +42,13 @@ if [ "$WHAT" = occ ]; then  # register cap experiment: default grids only, GPU t
   exit 0
 fi
 
+if [ "$WHAT" = all ] || [ "$WHAT" = tune ]; then  # an FMA build of the tuning harness, meanwhile
+  ( gcc -O2 -std=c11 -ffp-contract=off -Icsrc -c csrc/vitpe_plan.c -o /tmp/vitpe_plan_fmad.o &&
+    sed -n "/cat > \/tmp\/vitpe_tune.cu <<'CUEOF'/,/^CUEOF/p" "$0" | sed '1d;$d' > /tmp/vitpe_tune_fmad.cu &&
+    nvcc -O3 -fmad=true -std=c++17 -gencode=arch=compute_90,code=sm_90 -Icsrc /tmp/vitpe_tune_fmad.cu \
+      /tmp/vitpe_plan_fmad.o -o /tmp/vitpe_tune_fmad ) >/tmp/fmad_build.log 2>&1 &
+fi
+
 echo "== build (TORCH_CUDA_ARCH_LIST=9.0 VITPE_CUDA=1)"
 start=$(date +%s)
 if ! TORCH_CUDA_ARCH_LIST=9.0 VITPE_CUDA=1 MAX_JOBS=8 $PY -m pip install --no-build-isolation --no-deps -e . \
@@ -177,6 +184,11 @@ CUEOF
 gcc -O2 -std=c11 -ffp-contract=off -Icsrc -c csrc/vitpe_plan.c -o /tmp/vitpe_plan.o \
   && nvcc -O3 -fmad=false -std=c++17 -gencode=arch=compute_90,code=sm_90 -Icsrc /tmp/vitpe_tune.cu /tmp/vitpe_plan.o -o /tmp/vitpe_tune \
   && timeout 120 /tmp/vitpe_tune 2>&1 | tee "$OUT/tune.txt"
+wait  # the FMA build of the harness, started in the background
+if [ -x /tmp/vitpe_tune_fmad ]; then
+  echo "== the same default grids with -fmad=true (what contracting to FMA would gain)"
+  timeout 60 /tmp/vitpe_tune_fmad nosweep 2>&1 | sed 's/plan fwd.*default/default/' | tee "$OUT/tune_fmad.txt"
+fi
 if [ -n "${NCU:-}" ] && command -v ncu >/dev/null; then
   echo "== ncu: DINOv2 forward rows kernel (f32, then bf16), default grid"
   for dt in f32 bf16; do
@@ -313,6 +325,19 @@ parts["raw fwd op + raw bwd op, no autograd"] = lambda: (parts["raw fwd op"](), 
 parts["fwd+bwd, op (register_autograd)"] = lambda: torch.autograd.grad(op(xg, (32, 32)), xg, g)
 parts["fwd+bwd, plain autograd.Function"] = lambda: torch.autograd.grad(Plain.apply(xg), xg, g)
 parts["fwd+bwd floor: (x * 2)"] = lambda: torch.autograd.grad(xg * 2, xg, x)
+
+
+class Twice(torch.autograd.Function):  # the floor of any op whose autograd is Python
+    @staticmethod
+    def forward(ctx, t):
+        return t * 2
+
+    @staticmethod
+    def backward(ctx, go):
+        return go * 2
+
+
+parts["fwd+bwd floor: (x * 2) in autograd.Function"] = lambda: torch.autograd.grad(Twice.apply(xg), xg, x)
 print("\nhost overhead, ViT-B fp32 (us per call, back-to-back):")
 for k, f in parts.items():
     print(f"  {k:36s} {timed(f):8.2f}")
