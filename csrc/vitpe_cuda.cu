@@ -400,6 +400,11 @@ __host__ __device__ static inline int64_t vitpe__rows_smem(const vitpe__rows_arg
  * latency bound (ncu: ~10 cycles per issued instruction); measured on H200
  * against caps of 1, 3, 5, 6 (scripts/device_run.sh occ): 4 is fastest, 5+
  * spill too much. */
+/* 1: inline tables are copied to shared memory first; 0: the kernel reads
+ * them from the parameter space directly. */
+#ifndef VITPE_INLINE_STAGED
+#define VITPE_INLINE_STAGED 1
+#endif
 #ifndef VITPE_ROWS_MIN_BLOCKS
 #define VITPE_ROWS_MIN_BLOCKS 4
 #endif
@@ -426,7 +431,17 @@ vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__res
     VQ *tmp = (VQ *)vitpe__smem;
     ACC *wh = (ACC *)(tmp + in_w * NP * TX), *ww = wh + out_h * hwidth;
     int32_t *sh = (int32_t *)(ww + out_w * wwidth), *nh = sh + out_h, *sw = nh + out_h, *nw = sw + out_w;
-    if constexpr (CAP > 0) { /* a word-by-word copy: the parameters hold the smem layout */
+    if constexpr (CAP > 0 && !VITPE_INLINE_STAGED) {
+        /* read the tables where they are: every read is uniform across a
+         * warp (one output row's H taps; one output column's W taps when a
+         * warp spans one threadIdx.y), which the constant cache broadcasts */
+        wh = (ACC *)tables.bytes;
+        ww = wh + out_h * hwidth;
+        sh = (int32_t *)(ww + out_w * wwidth);
+        nh = sh + out_h;
+        sw = nh + out_h;
+        nw = sw + out_w;
+    } else if constexpr (CAP > 0) { /* a word-by-word copy: the parameters hold the smem layout */
         const int t = ty * TX + tx, nt = TX * TY;
         const int words = (int)(vitpe__table_bytes<ACC>(a) / 4);
         const uint32_t *src = (const uint32_t *)tables.bytes;

@@ -42,11 +42,11 @@ if [ "$WHAT" = occ ]; then  # register cap experiment: default grids only, GPU t
   exit 0
 fi
 
-if [ "$WHAT" = all ] || [ "$WHAT" = tune ]; then  # an FMA build of the tuning harness, meanwhile
+if [ "$WHAT" = all ] || [ "$WHAT" = tune ]; then  # a variant build of the tuning harness, meanwhile
   ( gcc -O2 -std=c11 -ffp-contract=off -Icsrc -c csrc/vitpe_plan.c -o /tmp/vitpe_plan_fmad.o &&
     sed -n "/cat > \/tmp\/vitpe_tune.cu <<'CUEOF'/,/^CUEOF/p" "$0" | sed '1d;$d' > /tmp/vitpe_tune_fmad.cu &&
-    nvcc -O3 -fmad=true -std=c++17 -gencode=arch=compute_90,code=sm_90 -Icsrc /tmp/vitpe_tune_fmad.cu \
-      /tmp/vitpe_plan_fmad.o -o /tmp/vitpe_tune_fmad ) >/tmp/fmad_build.log 2>&1 &
+    nvcc -O3 -fmad=false -std=c++17 -gencode=arch=compute_90,code=sm_90 -DVITPE_INLINE_STAGED=$((1 - ${VITPE_INLINE_STAGED:-1})) \
+      -Icsrc /tmp/vitpe_tune_fmad.cu /tmp/vitpe_plan_fmad.o -o /tmp/vitpe_tune_fmad ) >/tmp/fmad_build.log 2>&1 &
 fi
 
 echo "== build (TORCH_CUDA_ARCH_LIST=9.0 VITPE_CUDA=1)"
@@ -144,7 +144,6 @@ static int run_case(const char *name, int64_t B, int64_t P, int64_t hin, int64_t
            name, sizeof(T) == 4 ? "f32" : "bf16", backward ? "bwd" : "fwd", fill_fwd, fill, copy,
            (long long)def.tx, (long long)def.ty, (long long)def.rows_per_block, def.direct, tdef,
            (long long)vitpe__table_bytes<typename TR::ACC>(a), tinl, tinl / copy);
-    vitpe_plan_destroy(hp);
     for (int tx : {32, 16, 8}) for (int ty : {8, 16, 32}) {
         if (tx * ty > 256 || g_profile || !g_sweep || strcmp(name, "dinov2") != 0) continue;
         printf("   tx=%2d ty=%2d:", tx, ty);
@@ -159,6 +158,7 @@ static int run_case(const char *name, int64_t B, int64_t P, int64_t hin, int64_t
         }
         printf("\n");
     }
+    vitpe_plan_destroy(hp);
     cudaFree(plan); cudaFree(src); cudaFree(dst); cudaFree(cpy); cudaStreamDestroy(s);
     return 0;
 }
@@ -186,9 +186,9 @@ CUEOF
 gcc -O2 -std=c11 -ffp-contract=off -Icsrc -c csrc/vitpe_plan.c -o /tmp/vitpe_plan.o \
   && nvcc -O3 -fmad=false -std=c++17 -gencode=arch=compute_90,code=sm_90 -Icsrc /tmp/vitpe_tune.cu /tmp/vitpe_plan.o -o /tmp/vitpe_tune \
   && timeout 120 /tmp/vitpe_tune 2>&1 | tee "$OUT/tune.txt"
-wait  # the FMA build of the harness, started in the background
+wait  # the variant build of the harness, started in the background
 if [ -x /tmp/vitpe_tune_fmad ]; then
-  echo "== the same default grids with -fmad=true (what contracting to FMA would gain)"
+  echo "== the same default grids with VITPE_INLINE_STAGED flipped (inline tables staged in shared memory, or read in place)"
   timeout 60 /tmp/vitpe_tune_fmad nosweep 2>&1 | sed 's/plan fwd.*default/default/' | tee "$OUT/tune_fmad.txt"
 fi
 if [ -n "${NCU:-}" ] && command -v ncu >/dev/null; then
