@@ -42,13 +42,6 @@ if [ "$WHAT" = occ ]; then  # register cap experiment: default grids only, GPU t
   exit 0
 fi
 
-if [ "$WHAT" = all ] || [ "$WHAT" = tune ]; then  # a variant build of the tuning harness, meanwhile
-  ( gcc -O2 -std=c11 -ffp-contract=off -Icsrc -c csrc/vitpe_plan.c -o /tmp/vitpe_plan_fmad.o &&
-    sed -n "/cat > \/tmp\/vitpe_tune.cu <<'CUEOF'/,/^CUEOF/p" "$0" | sed '1d;$d' > /tmp/vitpe_tune_fmad.cu &&
-    nvcc -O3 -fmad=false -std=c++17 -gencode=arch=compute_90,code=sm_90 -DVITPE_INLINE_STAGED=$((1 - ${VITPE_INLINE_STAGED:-1})) \
-      -Icsrc /tmp/vitpe_tune_fmad.cu /tmp/vitpe_plan_fmad.o -o /tmp/vitpe_tune_fmad ) >/tmp/fmad_build.log 2>&1 &
-fi
-
 echo "== build (TORCH_CUDA_ARCH_LIST=9.0 VITPE_CUDA=1)"
 start=$(date +%s)
 if ! TORCH_CUDA_ARCH_LIST=9.0 VITPE_CUDA=1 MAX_JOBS=8 $PY -m pip install --no-build-isolation --no-deps -e . \
@@ -186,11 +179,6 @@ CUEOF
 gcc -O2 -std=c11 -ffp-contract=off -Icsrc -c csrc/vitpe_plan.c -o /tmp/vitpe_plan.o \
   && nvcc -O3 -fmad=false -std=c++17 -gencode=arch=compute_90,code=sm_90 -Icsrc /tmp/vitpe_tune.cu /tmp/vitpe_plan.o -o /tmp/vitpe_tune \
   && timeout 120 /tmp/vitpe_tune 2>&1 | tee "$OUT/tune.txt"
-wait  # the variant build of the harness, started in the background
-if [ -x /tmp/vitpe_tune_fmad ]; then
-  echo "== the same default grids with VITPE_INLINE_STAGED flipped (inline tables staged in shared memory, or read in place)"
-  timeout 60 /tmp/vitpe_tune_fmad nosweep 2>&1 | sed 's/plan fwd.*default/default/' | tee "$OUT/tune_fmad.txt"
-fi
 if [ -n "${NCU:-}" ] && command -v ncu >/dev/null; then
   echo "== ncu: DINOv2 forward rows kernel (f32, then bf16), default grid"
   for dt in f32 bf16; do
