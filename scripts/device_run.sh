@@ -78,6 +78,7 @@ cat > /tmp/vitpe_tune.cu <<'CUEOF'
 // Times vitpe__rows_kernel under explicit (tx, rows_per_block) choices against
 // a same-size device copy; includes the library's .cu to reach its templates.
 #include "vitpe_cuda.cu"
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -96,6 +97,18 @@ template <typename F> static float time_us(F f, cudaStream_t s, int iters = 200)
     cudaEventRecord(b, s); cudaEventSynchronize(b);
     float ms; cudaEventElapsedTime(&ms, a, b);
     return ms * 1000.f / iters;
+}
+
+/* Host time per launch: the launches are queued without waiting, so this
+ * is the CPU's cost of a call (argument packing, the driver), not the GPU's. */
+template <typename F> static float host_us(F f, cudaStream_t s, int iters = 200) {
+    for (int i = 0; i < 20; i++) f();
+    cudaStreamSynchronize(s);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; i++) f();
+    auto t1 = std::chrono::steady_clock::now();
+    cudaStreamSynchronize(s);
+    return std::chrono::duration<float, std::micro>(t1 - t0).count() / iters;
 }
 
 template <typename TR, int V>
@@ -132,7 +145,12 @@ static int run_case(const char *name, int64_t B, int64_t P, int64_t hin, int64_t
     if (vitpe_plan_create(&hp, &h, &w, 1)) { printf("plan_create failed\n"); return 1; }
     const vitpe_taps *th = backward ? &hp->adj_h : &hp->fwd_h, *tw = backward ? &hp->adj_w : &hp->fwd_w;
     float tinl = time_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, def, th, tw, s); }, s);
+    float hdev = host_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, def, nullptr, nullptr, s); }, s);
+    float hinl = host_us([&] { vitpe__launch_rows_with<TR, V>(dst, src, a, def, th, tw, s); }, s);
+    float hcpy = host_us([&] { cudaMemcpyAsync(cpy, dst, bytes, cudaMemcpyDeviceToDevice, s); }, s);
     CK(cudaStreamSynchronize(s)); CK(cudaGetLastError());
+    printf("   host us per call: launch with device tables %.2f, with inline tables %.2f, cudaMemcpyAsync %.2f\n",
+           hdev, hinl, hcpy);
     printf("%-8s %-4s %s plan fwd %.2f / +adjoint %.2f us | copy(out size) %.2f us | default tx=%lld ty=%lld R=%lld direct=%d: device tables %.2f us, inline (%lld B) %.2f us (%.2fx copy)\n",
            name, sizeof(T) == 4 ? "f32" : "bf16", backward ? "bwd" : "fwd", fill_fwd, fill, copy,
            (long long)def.tx, (long long)def.ty, (long long)def.rows_per_block, def.direct, tdef,
@@ -328,6 +346,12 @@ class Twice(torch.autograd.Function):  # the floor of any op whose autograd is P
 
 
 parts["fwd+bwd floor: (x * 2) in autograd.Function"] = lambda: torch.autograd.grad(Twice.apply(xg), xg, x)
+xt_cpu = torch.randn(1, 5, 8)
+xt_cuda = xt_cpu.cuda()
+parts["tiny table, raw fwd op, CPU tensor"] = lambda: _fwd(xt_cpu, [3, 3], None, 1, "bicubic", None, False, None)
+parts["tiny table, raw fwd op, CUDA tensor"] = lambda: _fwd(xt_cuda, [3, 3], None, 1, "bicubic", None, False, None)
+parts["floor: torch.empty CPU"] = lambda: torch.empty(1, 10, 8)
+parts["floor: torch.empty CUDA"] = lambda: torch.empty(1, 10, 8, device=dev)
 print("\nhost overhead, ViT-B fp32 (us per call, back-to-back):")
 for k, f in parts.items():
     print(f"  {k:36s} {timed(f):8.2f}")
