@@ -246,3 +246,63 @@ def test_scalar_and_int_arguments_of_the_wrapper():
     sf = dinov2_scale_factor(6, 9)
     torch.testing.assert_close(interpolate_pos_embed(x, 9, 6, scale_factor=sf),
                                recipe_interpolate(x, (9, 9), (6, 6), 1, "bicubic", scale_factor=(sf, sf)))
+
+
+def test_plan_cache_is_keyed_and_thread_safe():
+    """The shim keeps the 16 most recent plans. Resizes that share sizes and
+    mode but differ in align_corners, antialias or scale_factor (the
+    coordinate mapping) must not share a plan; 4 threads at once run 48 of
+    them in different orders, so entries are evicted while other threads
+    use them. Every output and gradient must match the recipe's."""
+    import threading
+
+    jobs = []
+    for i, (old, new) in enumerate([((5, 7), (9, 4)), ((8, 8), (13, 13)), ((9, 6), (4, 11))]):
+        sf = [(n + 0.5) / o for o, n in zip(old, new)]  # floor(o * sf) == n, another mapping
+        for mode, extra in [("bilinear", {}), ("bilinear", {"align_corners": True}),
+                            ("bilinear", {"antialias": True}), ("bilinear", {"scale_factor": sf}),
+                            ("bicubic", {}), ("bicubic", {"align_corners": True}),
+                            ("bicubic", {"antialias": True}), ("bicubic", {"scale_factor": sf}),
+                            ("nearest", {}), ("nearest", {"scale_factor": sf}),
+                            ("nearest-exact", {}), ("area", {})]:
+            x = torch.randn(1, 1 + old[0] * old[1], 16, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(i))
+            jobs.append((x, new, old, dict(mode=mode, **extra)))
+
+    def run(job):
+        x, new, old, kwargs = job
+        xg = x.clone().requires_grad_()
+        out = interpolate_pos_embed(xg, new, old, **kwargs)
+        (grad,) = torch.autograd.grad(out, xg, torch.ones_like(out))
+        return out.detach(), grad
+
+    expected = []
+    for x, new, old, kwargs in jobs:
+        xr = x.clone().requires_grad_()
+        ref = recipe_interpolate(xr, new, old, num_prefix_tokens=1, **kwargs)
+        (gref,) = torch.autograd.grad(ref, xr, torch.ones_like(ref))
+        expected.append((ref.detach(), gref))
+    results = [None] * (4 * len(jobs))
+    errors = []
+
+    def worker(t):
+        try:
+            order = list(range(len(jobs)))
+            random.Random(t).shuffle(order)
+            for k in order:
+                results[t * len(jobs) + k] = run(jobs[k])
+        except Exception as err:  # reported below, not lost in the thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    for t in range(4):
+        for k, (out, grad) in enumerate(expected):
+            got_out, got_grad = results[t * len(jobs) + k]
+            where = (t, jobs[k][1], jobs[k][2], jobs[k][3])
+            torch.testing.assert_close(got_out, out, msg=lambda m: f"{where}: {m}")
+            torch.testing.assert_close(got_grad, grad, msg=lambda m: f"{where}: {m}")
