@@ -88,7 +88,8 @@ static int vitpe__layout_table(vitpe_plan_layout *L, int t, int64_t n_out, int64
  *   outputs o < a have start(o) <= i, outputs o < b have end(o) <= i,
  * and input i is read by outputs [b, a) -- the range the binary search in
  * vitpe__axis_adjoint_range returns, at O(in + out) window evaluations
- * instead of O(in log out) (20 us -> ~1 us for a DINOv2 grid). */
+ * instead of O(in log out) (with it, a DINOv2 plan with adjoint tables
+ * takes 8 us instead of 19 on the 2-core dev machine). */
 static int64_t vitpe__adjoint_width(const vitpe_axis *ax) {
     int64_t width = 0, a = 0, b = 0, s, c;
     for (int64_t i = 0; i < ax->in_size; i++) {
