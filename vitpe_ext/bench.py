@@ -362,11 +362,15 @@ def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device:
     if device == "cuda":
         # the same calls in CUDA graphs: GPU time, no host work. Enough calls
         # per graph for ~2 ms of GPU work, at most 20.
-        eager = timer.many(fns)
         for name in ("op", "recipe", "copy"):
             if name not in fns:
                 continue
-            n = max(1, min(20, int(2e-3 / max(eager[name], 1e-9))))
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(3):
+                fns[name]()
+            torch.cuda.synchronize()
+            n = max(1, min(20, int(2e-3 / max((time.perf_counter() - start) / 3, 1e-9))))
             try:
                 fns[name + "_gpu"] = capture_graph(fns[name], n)
                 calls[name + "_gpu"] = n
