@@ -215,6 +215,7 @@ import statistics, torch
 import vitpe_ext
 from vitpe_ext import interpolate_pos_embed as op
 from vitpe_ext.reference import recipe_interpolate as recipe
+from vitpe_ext.bench import capture_graph
 
 torch.backends.cudnn.benchmark = False
 dev = "cuda"
@@ -241,17 +242,7 @@ def timed(fn, reps=7, target_ms=25.0):
 
 def graphed(fn, n=20):
     """Per-call GPU time with launch gaps removed: n calls captured in a graph."""
-    st = torch.cuda.Stream()
-    st.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(st):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(st)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    return timed(g.replay) / n
+    return timed(capture_graph(fn, n)) / n
 
 
 CASES = [  # name, B, P, hin, hout, C, kwargs

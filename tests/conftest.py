@@ -129,8 +129,22 @@ def num_threads():
     torch.set_num_threads(before)
 
 
+def count_op_calls(monkeypatch, module):
+    """Routes `module.interpolate_pos_embed` through a counter; returns the
+    list of new sizes the op was called with."""
+    calls = []
+    real = module.interpolate_pos_embed
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "interpolate_pos_embed", counting)
+    return calls
+
+
 __all__ = [
     "MODES", "INTERPOLATING", "FLOAT_DTYPES", "HALF_DTYPES", "LAYOUTS", "flag_combos",
     "skip_if_no_lanczos", "make_table", "exact_scale_factor", "dinov2_scale_factor", "ulp",
-    "assert_within_half_ulp", "recipe_interpolate", "torch_has_lanczos",
+    "assert_within_half_ulp", "recipe_interpolate", "torch_has_lanczos", "count_op_calls",
 ]

@@ -9,19 +9,13 @@ import vitpe_ext
 import vitpe_ext.dynamic as dynamic
 from vitpe_ext import DynamicPosEmbed
 
+from conftest import count_op_calls
+
 
 @pytest.fixture
 def op_calls(monkeypatch):
     """Count the resizes that reach the op."""
-    calls = []
-    real = dynamic.interpolate_pos_embed
-
-    def counting(*args, **kwargs):
-        calls.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(dynamic, "interpolate_pos_embed", counting)
-    return calls
+    return count_op_calls(monkeypatch, dynamic)
 
 
 def make(cache=True, **kwargs):

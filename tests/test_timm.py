@@ -13,6 +13,7 @@ import timm.layers.pos_embed as timm_pos_embed  # noqa: E402
 import timm.models.vision_transformer as timm_vit  # noqa: E402
 
 import vitpe_ext.timm as vtimm  # noqa: E402
+from conftest import count_op_calls  # noqa: E402
 
 TIMM_RESAMPLE = timm_pos_embed.resample_abs_pos_embed  # timm's, captured before any patch
 TOL = {torch.float32: 2e-5, torch.float64: 2e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}  # timm: fp32 math
@@ -20,15 +21,7 @@ TOL = {torch.float32: 2e-5, torch.float64: 2e-5, torch.bfloat16: 2e-2, torch.flo
 
 @pytest.fixture
 def op_calls(monkeypatch):
-    calls = []
-    real = vtimm.interpolate_pos_embed
-
-    def counting(*args, **kwargs):
-        calls.append(args[1])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(vtimm, "interpolate_pos_embed", counting)
-    return calls
+    return count_op_calls(monkeypatch, vtimm)
 
 
 def check(posemb, *args, **kwargs):
