@@ -39,6 +39,24 @@ def test_smoke_case_end_to_end(tmp_path, capsys):
         assert (r["seconds"]["torchvision"] is not None) == (r["mode"] == "bicubic-ac")
 
 
+def test_downsampling_rows_also_time_an_input_sized_copy(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    rc = bench.main(FAST + ["--cases", "smoke,smoke-down", "--modes", "bilinear", "--dtypes", "float32",
+                            "--json", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = {(r["case"], r["passes"]): r for r in json.loads(path.read_text())["rows"]}
+    down = rows[("smoke-down", "fwd")]
+    assert down["seconds"]["copy_in"] > 0
+    assert down["op_over_copy_in"] == pytest.approx(down["seconds"]["op"] / down["seconds"]["copy_in"])
+    # upsampling rows read less than they write; fwd+bwd rows already copy both shapes
+    for key in [("smoke", "fwd"), ("smoke", "fwdbwd"), ("smoke-down", "fwdbwd")]:
+        assert "copy_in" not in rows[key]["seconds"] and "op_over_copy_in" not in rows[key], key
+    listed = out.split("against a copy of their input:\n")[1].splitlines()
+    assert listed[0].startswith("  smoke-down bilinear float32 fwd: input-sized copy "), listed
+    assert "op/copy_in" in listed[0] and not any(line.startswith("  smoke ") for line in listed)
+
+
 # bf16: 2e-2 is several ulps, so the perturbation survives the rounding
 @pytest.mark.parametrize("dtype,relative_error", [("float32", 1e-2), ("float32", 1e-4),
                                                   ("bfloat16", 2e-2)])

@@ -23,6 +23,10 @@ Each row times, for one case x mode x dtype x pass:
   copy         the memory-traffic floor: out.copy_(src) with src shaped like
                the output (fwd+bwd: plus a copy shaped like the input, the
                gradient's write); "op/copy" says how far the op is from it
+  copy_in      forward rows whose input is bigger than their output
+               (downsampling) also time a copy shaped like the input: the op
+               has to read all of it, which an output-sized copy does not;
+               listed under the table as "op/copy_in"
 Contenders are timed interleaved: each of `repeats` rounds times one batch of
 calls of every contender in turn, and each reports its median batch, so a
 slow spell of a shared machine lands on all of them alike and the ratios
@@ -73,8 +77,9 @@ CASES: Dict[str, Case] = {c.name: c for c in (
     Case("vitb16-down", "ViT-B/16 384->224", 1, 1, 24, 14, 768),
     Case("vitb16-batch8", "8 x ViT-B/16 224->384", 8, 1, 14, 24, 768),
     Case("smoke", "tiny (tests)", 1, 1, 5, 7, 16),
+    Case("smoke-down", "tiny downsample (tests)", 1, 1, 7, 5, 16),
 )}
-DEFAULT_CASES = [name for name in CASES if name != "smoke"]
+DEFAULT_CASES = [name for name in CASES if not name.startswith("smoke")]
 
 # name -> (F.interpolate-style mode, align_corners, antialias)
 MODES: Dict[str, tuple] = {
@@ -347,6 +352,9 @@ def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device:
     else:
         copy = lambda: out_dst.copy_(out_src)  # noqa: E731
     fns = {"op": op, "copy": copy}
+    if not backward and tokens_in > tokens_out:
+        in_src, in_dst = torch.randn_like(x), torch.empty_like(x)
+        fns["copy_in"] = lambda: in_dst.copy_(in_src)
     for name, f in (("recipe", lambda t: _recipe(t, case, spec)),
                     ("torchvision", _torchvision_fn(case, spec)), ("timm", _timm_fn(case, spec))):
         row.seconds[name] = None
@@ -457,6 +465,11 @@ def format_table(rows: Sequence[Row], info: Dict[str, object]) -> str:
     lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths)).rstrip() for b in body]
     notes = [f"  {r.case} {r.mode} {r.dtype} {r.passes}: {r.note.strip('; ')}"
              for r in rows if r.status == "ok" and r.note]
+    reads = [f"  {r.case} {r.mode} {r.dtype} {r.passes}: input-sized copy {_t(r.seconds['copy_in'])}, "
+             f"op/copy_in {_x(r.ratio('op', 'copy_in'))}"
+             for r in rows if r.status == "ok" and r.seconds.get("copy_in")]
+    if reads:
+        lines += ["rows that read more than they write, against a copy of their input:"] + reads
     if notes:
         lines += ["notes (contenders that could not run):"] + notes
     return "\n".join(lines)
@@ -468,6 +481,8 @@ def to_json(rows: Sequence[Row], info: Dict[str, object]) -> Dict[str, object]:
         d = asdict(r)
         d["recipe_over_op"] = r.ratio("recipe", "op")
         d["op_over_copy"] = r.ratio("op", "copy")
+        if "copy_in" in r.seconds:
+            d["op_over_copy_in"] = r.ratio("op", "copy_in")
         if "op_gpu" in r.seconds:
             d["recipe_over_op_gpu"] = r.ratio("recipe_gpu", "op_gpu")
             d["op_over_copy_gpu"] = r.ratio("op_gpu", "copy_gpu")
@@ -495,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads(N) (default: torch's own choice)")
     p.add_argument("--cases", type=lambda s: _names(s, list(CASES), "case"), default=DEFAULT_CASES,
-                   help=f"comma-separated, from: {', '.join(CASES)} (default: all but smoke)")
+                   help=f"comma-separated, from: {', '.join(CASES)} (default: all but the smoke cases)")
     p.add_argument("--modes", type=lambda s: _names(s, list(MODES), "mode"), default=list(MODES),
                    help=f"comma-separated, from: {', '.join(MODES)} (default: all)")
     p.add_argument("--dtypes", type=lambda s: _names(s, list(DTYPES), "dtype"),
