@@ -57,6 +57,22 @@ def test_downsampling_rows_also_time_an_input_sized_copy(tmp_path, capsys):
     assert "op/copy_in" in listed[0] and not any(line.startswith("  smoke ") for line in listed)
 
 
+@pytest.mark.parametrize("choice", ["steady", "default"])
+def test_malloc_choice_is_applied_and_reported(tmp_path, capsys, choice):
+    import platform
+    path = tmp_path / "bench.json"
+    rc = bench.main(FAST + ["--modes", "nearest", "--dtypes", "float32", "--passes", "fwd",
+                            "--malloc", choice, "--json", str(path)])
+    head = capsys.readouterr().out.splitlines()[0]
+    setting = json.loads(path.read_text())["machine"]["malloc"]
+    assert rc == 0 and head.endswith(f"| freed memory {setting}")
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    if choice == "steady" and glibc:
+        assert setting == "kept (trim 1 GiB, mmap 32 MiB)"
+    elif choice == "default":
+        assert setting == "default"
+
+
 # bf16: 2e-2 is several ulps, so the perturbation survives the rounding
 @pytest.mark.parametrize("dtype,relative_error", [("float32", 1e-2), ("float32", 1e-4),
                                                   ("bfloat16", 2e-2)])

@@ -27,6 +27,9 @@ Each row times, for one case x mode x dtype x pass:
                (downsampling) also time a copy shaped like the input: the op
                has to read all of it, which an output-sized copy does not;
                listed under the table as "op/copy_in"
+On Linux/glibc the bench first keeps freed memory in the process
+(--malloc steady, see steady_malloc): otherwise glibc's moving trim/mmap
+thresholds can make one contender of one row pay page faults on every call.
 Contenders are timed interleaved: each of `repeats` rounds times one batch of
 calls of every contender in turn, and each reports its median batch, so a
 slow spell of a shared machine lands on all of them alike and the ratios
@@ -39,6 +42,7 @@ what the op costs the GPU inside a training step whose host runs ahead.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -390,6 +394,28 @@ def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device:
 
 # -- report ----------------------------------------------------------------------------
 
+def steady_malloc() -> str:
+    """Keeps freed memory in the process (glibc: raises the heap-trim and mmap
+    thresholds and pins them). By default glibc hands freed memory back to
+    the kernel by thresholds that move with the allocation history, and a
+    bench that allocates tables of a few MB per call can then land one row
+    where every call of one contender gets fresh pages: measured here, 360
+    to 1,500 page faults a call, 3-5x that row's time, on whichever
+    contender (op, recipe or timm) the heap layout happened to hit. A
+    training loop's steady state does not do that; this keeps the rows
+    comparable. Returns what was set, for the machine info."""
+    if not sys.platform.startswith("linux"):
+        return "default"
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "default"
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    if mallopt(m_trim_threshold, 1 << 30) != 1 or mallopt(m_mmap_threshold, 32 << 20) != 1:
+        return "default"  # not glibc, or refused
+    return "kept (trim 1 GiB, mmap 32 MiB)"
+
+
 def machine_info(device: str) -> Dict[str, object]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -442,7 +468,8 @@ def format_table(rows: Sequence[Row], info: Dict[str, object]) -> str:
             + (f" ({info['gpu']})" if info.get("gpu") else "")
             + f" | torch {info['torch']}, {info['torch_threads']} threads"
             + f" | torchvision {info['torchvision'] or '-'} | timm {info['timm'] or '-'}"
-            + (f" | load {info['loadavg_1min_at_start']}" if "loadavg_1min_at_start" in info else ""))
+            + (f" | load {info['loadavg_1min_at_start']}" if "loadavg_1min_at_start" in info else "")
+            + (f" | freed memory {info['malloc']}" if "malloc" in info else ""))
     gpu = info["device"] == "cuda"
     cols = ["case", "mode", "dtype", "pass", "op", "recipe", "recipe/op", "copy", "op/copy"]
     if gpu:
@@ -522,6 +549,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds spent timing each contender of each row (default 0.25)")
     p.add_argument("--repeats", type=int, default=7,
                    help="timed batches per measurement; the median is reported (default 7)")
+    p.add_argument("--malloc", choices=("steady", "default"), default="steady",
+                   help="steady (default): keep freed memory in the process (glibc mallopt), so "
+                        "no row pays page faults on every call because of an earlier row's heap "
+                        "layout; default: leave the C allocator as it is")
     p.add_argument("--json", metavar="PATH", help="also write the machine and rows as JSON")
     return p
 
@@ -540,6 +571,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("vitpe bench: --repeats must be >= 1 and --min-time > 0", file=sys.stderr)
         return 2
     info = machine_info(args.device)
+    info["malloc"] = steady_malloc() if args.malloc == "steady" else "default"
     timer = Timer(args.device, args.min_time, args.repeats)
     rows = []
     for case in args.cases:
