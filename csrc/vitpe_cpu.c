@@ -116,6 +116,7 @@ static int64_t vitpe__block_width(int64_t in_w, int64_t C, int64_t acc_size) {
 typedef float vitpe_f32x8 __attribute__((vector_size(32)));
 typedef double vitpe_f64x4 __attribute__((vector_size(32)));
 typedef uint32_t vitpe_u32x8 __attribute__((vector_size(32)));
+typedef int32_t vitpe_i32x8 __attribute__((vector_size(32)));
 /* the same, for loads and stores at any alignment (as immintrin's __m256_u) */
 typedef float vitpe_f32x8_u __attribute__((vector_size(32), aligned(1), may_alias));
 typedef double vitpe_f64x4_u __attribute__((vector_size(32), aligned(1), may_alias));
@@ -153,12 +154,14 @@ typedef uint32_t vitpe_u32x8_u __attribute__((vector_size(32), aligned(1), may_a
     (*(vitpe_u32x8_u *)(void *)(p) = CONVERT(a) | (CONVERT(b) << 16))
 
 /* bfloat16: a value is the high half of its float; stores round to nearest
- * even, a NaN stays NaN (quiet) */
+ * even, a NaN stays NaN (quiet). The NaN test compares |u| as signed ints
+ * (both sides are below 2^31): AVX2 has no unsigned compare, and its
+ * emulation cost 6% of a bf16 forward. */
 #define vitpe__bf16w_to_f32(w) ((vitpe_f32x8)(w))
 #define vitpe__f32_to_bf16v(f) vitpe__f32_to_bf16_lanes((vitpe_u32x8)(f))
 #define vitpe__f32_to_bf16_lanes(u)                                                        \
-    ((vitpe_u32x8)(((u) & 0x7fffffffu) > 0x7f800000u) & (((u) >> 16) | 0x40u)) |          \
-        (~(vitpe_u32x8)(((u) & 0x7fffffffu) > 0x7f800000u) &                               \
+    ((vitpe_u32x8)((vitpe_i32x8)((u) & 0x7fffffffu) > 0x7f800000) & (((u) >> 16) | 0x40u)) | \
+        (~(vitpe_u32x8)((vitpe_i32x8)((u) & 0x7fffffffu) > 0x7f800000) &                   \
          (((u) + 0x7fffu + (((u) >> 16) & 1u)) >> 16))
 #define vitpe__ld2_bf16(p, a, b) vitpe__ld2_halves(p, a, b, vitpe__bf16w_to_f32)
 #define vitpe__st2_bf16(p, a, b) vitpe__st2_halves(p, a, b, vitpe__f32_to_bf16v)
@@ -246,7 +249,8 @@ typedef uint32_t vitpe_u32x8_u __attribute__((vector_size(32), aligned(1), may_a
 #endif
 
 /* ------------------------------------------------------------------------
- * float32, 2 and 4 taps (bilinear and bicubic away from clamped borders):
+ * Fast sums for 2 and 4 taps (bilinear and bicubic away from clamped
+ * borders), float32 first:
  * sums a vector of 8 channels at a time, over a whole block, with the
  * weights broadcast once. The operations and their order are those of the
  * generic sums above (w[0]*x[0], then + w[k]*x[k] for k = 1, 2, ...), so the
@@ -361,12 +365,139 @@ VITPE_INLINE void vitpe__sum4x2_f32(float *restrict dst_a, float *restrict dst_b
         }
     }
 }
+
+/* The row engine's names for them: H pass (input -> scratch), W pass
+ * (scratch -> output), pairs (H pass only) */
+#define vitpe__hsum2_f32 vitpe__sum2_f32
+#define vitpe__hsum4_f32 vitpe__sum4_f32
+#define vitpe__wsum2_f32 vitpe__sum2_f32
+#define vitpe__wsum4_f32 vitpe__sum4_f32
+#define vitpe__hsum2x2_f32 vitpe__sum2x2_f32
+#define vitpe__hsum4x2_f32 vitpe__sum4x2_f32
+
+/* float16 / bfloat16: the same sums 16 channels at a time, through the
+ * loads and stores of the register blocks (LD2/ST2: two vectors, the even
+ * and the odd channels of 16 half values; the float scratch holds them in
+ * that order, as full register blocks leave it, so the row engine takes
+ * these only where C is a multiple of a register block). Widening on load and one
+ * rounding on the final store, as there. Pairs are two plain H sums: with
+ * two vectors per row, sharing four rows would need more than the sixteen
+ * AVX2 registers. */
+#define VITPE_DEFINE_FAST_HALF(SUF)                                                         \
+    VITPE_INLINE void vitpe__hsum2_##SUF(float *restrict dst, const uint16_t *restrict src,  \
+                                         int64_t stride, const double *w, int64_t len) {    \
+        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
+        vitpe_f32x8 x0, x1;                                                                \
+        for (int64_t c = 0; c < len; c += 16) {                                            \
+            vitpe__ld2_##SUF(src + c, x0, x1);                                             \
+            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
+            vitpe__ld2_##SUF(src + stride + c, x0, x1);                                    \
+            a += w1 * x0;                                                                  \
+            b += w1 * x1;                                                                  \
+            vitpe__st2_f32(dst + c, a, b);                                                 \
+        }                                                                                  \
+    }                                                                                      \
+    VITPE_INLINE void vitpe__hsum4_##SUF(float *restrict dst, const uint16_t *restrict src,  \
+                                         int64_t stride, const double *w, int64_t len) {    \
+        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
+        const vitpe_f32x8 w2 = VITPE_BCAST(w[2]), w3 = VITPE_BCAST(w[3]);                 \
+        vitpe_f32x8 x0, x1;                                                                \
+        for (int64_t c = 0; c < len; c += 16) {                                            \
+            vitpe__ld2_##SUF(src + c, x0, x1);                                             \
+            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
+            vitpe__ld2_##SUF(src + stride + c, x0, x1);                                    \
+            a += w1 * x0;                                                                  \
+            b += w1 * x1;                                                                  \
+            vitpe__ld2_##SUF(src + 2 * stride + c, x0, x1);                                \
+            a += w2 * x0;                                                                  \
+            b += w2 * x1;                                                                  \
+            vitpe__ld2_##SUF(src + 3 * stride + c, x0, x1);                                \
+            a += w3 * x0;                                                                  \
+            b += w3 * x1;                                                                  \
+            vitpe__st2_f32(dst + c, a, b);                                                 \
+        }                                                                                  \
+    }                                                                                      \
+    VITPE_INLINE void vitpe__wsum2_##SUF(uint16_t *restrict dst, const float *restrict src,  \
+                                         int64_t stride, const double *w, int64_t len) {    \
+        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
+        vitpe_f32x8 x0, x1;                                                                \
+        for (int64_t c = 0; c < len; c += 16) {                                            \
+            vitpe__ld2_f32(src + c, x0, x1);                                               \
+            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
+            vitpe__ld2_f32(src + stride + c, x0, x1);                                      \
+            a += w1 * x0;                                                                  \
+            b += w1 * x1;                                                                  \
+            vitpe__st2_##SUF(dst + c, a, b);                                               \
+        }                                                                                  \
+    }                                                                                      \
+    VITPE_INLINE void vitpe__wsum4_##SUF(uint16_t *restrict dst, const float *restrict src,  \
+                                         int64_t stride, const double *w, int64_t len) {    \
+        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
+        const vitpe_f32x8 w2 = VITPE_BCAST(w[2]), w3 = VITPE_BCAST(w[3]);                 \
+        vitpe_f32x8 x0, x1;                                                                \
+        for (int64_t c = 0; c < len; c += 16) {                                            \
+            vitpe__ld2_f32(src + c, x0, x1);                                               \
+            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
+            vitpe__ld2_f32(src + stride + c, x0, x1);                                      \
+            a += w1 * x0;                                                                  \
+            b += w1 * x1;                                                                  \
+            vitpe__ld2_f32(src + 2 * stride + c, x0, x1);                                  \
+            a += w2 * x0;                                                                  \
+            b += w2 * x1;                                                                  \
+            vitpe__ld2_f32(src + 3 * stride + c, x0, x1);                                  \
+            a += w3 * x0;                                                                  \
+            b += w3 * x1;                                                                  \
+            vitpe__st2_##SUF(dst + c, a, b);                                               \
+        }                                                                                  \
+    }                                                                                      \
+    VITPE_INLINE void vitpe__hsum2x2_##SUF(float *restrict dst_a, float *restrict dst_b,     \
+                                           const uint16_t *restrict src, int64_t stride,    \
+                                           const double *wa, const double *wb,              \
+                                           int64_t shift, int64_t len) {                    \
+        vitpe__hsum2_##SUF(dst_a, src, stride, wa, len);                                   \
+        vitpe__hsum2_##SUF(dst_b, src + shift * stride, stride, wb, len);                  \
+    }                                                                                      \
+    VITPE_INLINE void vitpe__hsum4x2_##SUF(float *restrict dst_a, float *restrict dst_b,     \
+                                           const uint16_t *restrict src, int64_t stride,    \
+                                           const double *wa, const double *wb,              \
+                                           int64_t shift, int64_t len) {                    \
+        vitpe__hsum4_##SUF(dst_a, src, stride, wa, len);                                   \
+        vitpe__hsum4_##SUF(dst_b, src + shift * stride, stride, wb, len);                  \
+    }
+VITPE_DEFINE_FAST_HALF(bf16)
+VITPE_DEFINE_FAST_HALF(f16)
+#define VITPE_HALF_FAST 1
 #else
 #define VITPE_F32_FAST 0
-#define vitpe__sum2_f32(dst, src, stride, w, len) ((void)0)
-#define vitpe__sum4_f32(dst, src, stride, w, len) ((void)0)
-#define vitpe__sum2x2_f32(da, db, src, stride, wa, wb, shift, len) ((void)0)
-#define vitpe__sum4x2_f32(da, db, src, stride, wa, wb, shift, len) ((void)0)
+#define VITPE_HALF_FAST 0
+#endif
+
+/* Types without fast sums (float64, and every type without the vector
+ * extensions): the row engine still names them, with FAST 0 (dead code). */
+#define VITPE_NO_FAST_SUMS(SUF)                                                             \
+    VITPE_INLINE void vitpe__hsum2_##SUF(void *d, const void *s, int64_t st, const double *w, \
+                                         int64_t n) { (void)d, (void)s, (void)st, (void)w, (void)n; } \
+    VITPE_INLINE void vitpe__hsum4_##SUF(void *d, const void *s, int64_t st, const double *w, \
+                                         int64_t n) { (void)d, (void)s, (void)st, (void)w, (void)n; } \
+    VITPE_INLINE void vitpe__wsum2_##SUF(void *d, const void *s, int64_t st, const double *w, \
+                                         int64_t n) { (void)d, (void)s, (void)st, (void)w, (void)n; } \
+    VITPE_INLINE void vitpe__wsum4_##SUF(void *d, const void *s, int64_t st, const double *w, \
+                                         int64_t n) { (void)d, (void)s, (void)st, (void)w, (void)n; } \
+    VITPE_INLINE void vitpe__hsum2x2_##SUF(void *da, void *db, const void *s, int64_t st,    \
+                                           const double *wa, const double *wb, int64_t sh,  \
+                                           int64_t n) {                                     \
+        (void)da, (void)db, (void)s, (void)st, (void)wa, (void)wb, (void)sh, (void)n;      \
+    }                                                                                      \
+    VITPE_INLINE void vitpe__hsum4x2_##SUF(void *da, void *db, const void *s, int64_t st,    \
+                                           const double *wa, const double *wb, int64_t sh,  \
+                                           int64_t n) {                                     \
+        (void)da, (void)db, (void)s, (void)st, (void)wa, (void)wb, (void)sh, (void)n;      \
+    }
+VITPE_NO_FAST_SUMS(f64)
+#if !VITPE_VECTOR
+VITPE_NO_FAST_SUMS(f32)
+VITPE_NO_FAST_SUMS(bf16)
+VITPE_NO_FAST_SUMS(f16)
 #endif
 
 /* ------------------------------------------------------------------------
@@ -380,14 +511,16 @@ VITPE_INLINE void vitpe__sum4x2_f32(float *restrict dst_a, float *restrict dst_b
  *  - DIRECT (a constant: T is ACC) lets a row whose vertical taps are one
  *    input row times 1 skip the H pass: the W pass reads that input row in
  *    place (an identity H axis, align_corners end rows).
- * FAST (a constant: float32) takes the 2- and 4-tap sums above where a
- * table has them, and pairs rows oy, oy+1 of the same batch whose vertical
- * taps have the same count and start at most one row apart: one H pass
- * fills both rows' scratch blocks, then each row has its W pass. A pair
- * never spans two work items (r + 1 < row_end), so how the shim splits
- * rows changes nothing. The scratch holds two blocks of in_w tokens x bw
- * accumulators (the second only used by pairs). */
-#define VITPE_DEFINE_ROWS(SUF, T, ACC, LOAD, STORE, DIRECT, FAST, VEC, ACC_SUF)             \
+ * FAST (a constant: float32, float16, bfloat16) takes the 2- and 4-tap
+ * sums above where a table has them and C is a multiple of STEP (8 floats;
+ * a register block for the half types), and pairs rows oy, oy+1 of the same batch whose
+ * vertical taps have the same count and start at most one row apart: one
+ * H pass fills both rows' scratch blocks (float32 loads the shared input
+ * rows once), then each row has its W pass. A pair never spans two work
+ * items (r + 1 < row_end), so how the shim splits rows changes nothing.
+ * The scratch holds two blocks of in_w tokens x bw accumulators (the
+ * second only used by pairs). */
+#define VITPE_DEFINE_ROWS(SUF, T, ACC, LOAD, STORE, DIRECT, FAST, STEP, VEC, ACC_SUF)       \
     enum { VITPE_CB_##SUF = VITPE_BLOCK_BYTES / sizeof(ACC) };                             \
     VITPE_DEFINE_WSUM(vitpe__hpass_##SUF, ACC, T, ACC, LOAD, VITPE_ID, VITPE_CB_##SUF,     \
                       VEC, vitpe__ld2_##SUF, vitpe__st2_##ACC_SUF)                         \
@@ -397,18 +530,16 @@ VITPE_INLINE void vitpe__sum4x2_f32(float *restrict dst_a, float *restrict dst_b
     VITPE_INLINE void vitpe__wrow_##SUF(T *drow, int64_t ots, const ACC *h, int64_t hstride,  \
                                         const vitpe_taps *tw, int64_t len) {               \
         const int64_t CB = VITPE_CB_##SUF;                                                 \
-        const int fast = (FAST) && len % 8 == 0;                                           \
+        const int fast = (FAST) && len % (STEP) == 0;                                      \
         for (int64_t ox = 0; ox < tw->n_out; ox++) {                                       \
             const ACC *hx = h + tw->start[ox] * hstride;                                   \
             const double *wx = tw->weight + ox * tw->width;                                \
             const int64_t nx = tw->count[ox];                                              \
             T *o = drow + ox * ots;                                                        \
             if (fast && nx == 4)                                                           \
-                vitpe__sum4_f32((float *)(void *)o, (const float *)(const void *)hx,       \
-                                hstride, wx, len);                                         \
+                vitpe__wsum4_##SUF(o, hx, hstride, wx, len);                               \
             else if (fast && nx == 2)                                                      \
-                vitpe__sum2_f32((float *)(void *)o, (const float *)(const void *)hx,       \
-                                hstride, wx, len);                                         \
+                vitpe__wsum2_##SUF(o, hx, hstride, wx, len);                               \
             else                                                                           \
                 for (int64_t c = 0; c < len; c += CB)                                      \
                     vitpe__wpass_##SUF(o + c, hx + c, hstride, wx, nx,                     \
@@ -425,7 +556,7 @@ VITPE_INLINE void vitpe__sum4x2_f32(float *restrict dst_a, float *restrict dst_b
         const int64_t its = io->in_token_stride, ots = io->out_token_stride;               \
         const int64_t bw = vitpe__block_width(in_w, C, sizeof(ACC)); /* scratch stride */  \
         ACC *tmp_b = tmp + in_w * bw; /* the second row of a pair */                       \
-        const int fast = (FAST) && C % 8 == 0; /* then every block's length is too */      \
+        const int fast = (FAST) && C % (STEP) == 0; /* then every block's length is too */ \
         /* every output column one input column times 1 (nearest, an identity W axis) */   \
         int w_gathers = 1;                                                                 \
         for (int64_t ox = 0; ox < out_w && w_gathers; ox++)                                \
@@ -460,19 +591,18 @@ VITPE_INLINE void vitpe__sum4x2_f32(float *restrict dst_a, float *restrict dst_b
                 if (direct) {                                                              \
                     hrow = (const ACC *)(const void *)(srow + c0);                         \
                     hstride = its;                                                         \
-                } else if (fast_h) { /* H pass, f32: 2 or 4 taps, maybe for two rows */    \
+                } else if (fast_h) { /* H pass: 2 or 4 taps, maybe for two rows */         \
                     for (int64_t ix = 0; ix < in_w; ix++) {                                \
-                        float *d = (float *)(void *)(tmp + ix * bw);                       \
-                        float *d_b = (float *)(void *)(tmp_b + ix * bw);                   \
-                        const float *s = (const float *)(const void *)(srow + ix * its + c0); \
+                        ACC *d = tmp + ix * bw, *d_b = tmp_b + ix * bw;                    \
+                        const T *s = srow + ix * its + c0;                                 \
                         if (pair && ny == 4)                                               \
-                            vitpe__sum4x2_f32(d, d_b, s, in_w * its, wy, wy_b, shift, lenw); \
+                            vitpe__hsum4x2_##SUF(d, d_b, s, in_w * its, wy, wy_b, shift, lenw); \
                         else if (pair)                                                     \
-                            vitpe__sum2x2_f32(d, d_b, s, in_w * its, wy, wy_b, shift, lenw); \
+                            vitpe__hsum2x2_##SUF(d, d_b, s, in_w * its, wy, wy_b, shift, lenw); \
                         else if (ny == 4)                                                  \
-                            vitpe__sum4_f32(d, s, in_w * its, wy, lenw);                   \
+                            vitpe__hsum4_##SUF(d, s, in_w * its, wy, lenw);                \
                         else                                                               \
-                            vitpe__sum2_f32(d, s, in_w * its, wy, lenw);                   \
+                            vitpe__hsum2_##SUF(d, s, in_w * its, wy, lenw);                \
                     }                                                                      \
                 } else { /* H pass: this row's vertical taps, every input column */        \
                     for (int64_t ix = 0; ix < in_w; ix++)                                  \
@@ -489,10 +619,16 @@ VITPE_INLINE void vitpe__sum4x2_f32(float *restrict dst_a, float *restrict dst_b
         }                                                                                  \
     }
 
-VITPE_DEFINE_ROWS(f32, float, float, VITPE_ID, VITPE_ID, 1, VITPE_F32_FAST, vitpe_f32x8, f32)
-VITPE_DEFINE_ROWS(f64, double, double, VITPE_ID, VITPE_ID, 1, 0, vitpe_f64x4, f64)
-VITPE_DEFINE_ROWS(f16, uint16_t, float, vitpe__f16_to_f32, vitpe__f32_to_f16, 0, 0, vitpe_f32x8, f32)
-VITPE_DEFINE_ROWS(bf16, uint16_t, float, vitpe__bf16_to_f32, vitpe__f32_to_bf16, 0, 0, vitpe_f32x8, f32)
+VITPE_DEFINE_ROWS(f32, float, float, VITPE_ID, VITPE_ID, 1, VITPE_F32_FAST, 8, vitpe_f32x8, f32)
+VITPE_DEFINE_ROWS(f64, double, double, VITPE_ID, VITPE_ID, 1, 0, 1, vitpe_f64x4, f64)
+/* Half types: STEP is a whole register block, so that every generic sum on a
+ * block the fast sums also touch is a full register block too and keeps the
+ * scratch in the same permuted order (a short block goes channel by channel,
+ * in natural order). */
+VITPE_DEFINE_ROWS(f16, uint16_t, float, vitpe__f16_to_f32, vitpe__f32_to_f16, 0, VITPE_HALF_FAST,
+                  VITPE_CB_f32, vitpe_f32x8, f32)
+VITPE_DEFINE_ROWS(bf16, uint16_t, float, vitpe__bf16_to_f32, vitpe__f32_to_bf16, 0, VITPE_HALF_FAST,
+                  VITPE_CB_f32, vitpe_f32x8, f32)
 
 static size_t vitpe__acc_size(int dtype) { return dtype == VITPE_F64 ? sizeof(double) : sizeof(float); }
 

@@ -782,32 +782,37 @@ static void sweep(void) {
 }
 
 /* ------------------------------------------------------------------------
- * float32 2- and 4-tap sums (bilinear, bicubic) a vector at a time, and row
- * pairs sharing one H pass: C a multiple of 8, upsamples (pairs starting 0
- * and 1 rows apart), one and several channel blocks (C = 4104 is more than
- * the scratch budget allows at these widths), odd row counts and ranges
- * that split pairs (fwd-split), align_corners' 1-tap end rows, padded
- * strides. The sweep's C of 16 and 64 reach the same paths on small grids. */
+ * The 2- and 4-tap sums (bilinear, bicubic) a vector at a time, and row
+ * pairs sharing one H pass, for every dtype (float64 takes the generic
+ * sums): C a multiple of 8 (float32) or 64 (half types) or neither,
+ * upsamples (pairs starting 0 and 1 rows apart), one and several channel
+ * blocks (C = 4160 is more than the scratch budget allows at these widths),
+ * odd row counts and ranges that split pairs (fwd-split), align_corners'
+ * 1-tap end rows, padded strides. The sweep's C of 16 and 64 reach the same
+ * paths on small grids. */
 
 static void fast_paths(void) {
     static const int64_t sizes[][4] = {
         /* Hin, Hout, Win, Wout */
         {4, 9, 5, 12}, {5, 12, 4, 9}, {3, 7, 3, 8}, {7, 16, 6, 13}, {6, 6, 5, 11}, {9, 5, 4, 10},
     };
-    static const int64_t Cs[] = {8, 24, 4104};
+    static const int64_t Cs[] = {8, 24, 64, 4160};
+    for (int dt = 0; dt < 4; dt++)
     for (int mode = VITPE_MODE_BILINEAR; mode <= VITPE_MODE_BICUBIC; mode++)
         for (int ac = 0; ac <= 1; ac++)
             for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
                 for (size_t c = 0; c < sizeof Cs / sizeof Cs[0]; c++) {
+                    /* several blocks: float32 and bfloat16 (float16 shares the code) */
+                    if (Cs[c] > 64 && (dt == VITPE_F64 || dt == VITPE_F16)) continue;
                     tcase tc;
                     memset(&tc, 0, sizeof tc);
-                    tc.dtype = VITPE_F32;
-                    tc.h = make_axis(sizes[s][0], sizes[s][1], mode, ac, 0, VITPE_F32, 0);
-                    tc.w = make_axis(sizes[s][2], sizes[s][3], mode, ac, 0, VITPE_F32, 0);
+                    tc.dtype = dt;
+                    tc.h = make_axis(sizes[s][0], sizes[s][1], mode, ac, 0, dt, 0);
+                    tc.w = make_axis(sizes[s][2], sizes[s][3], mode, ac, 0, dt, 0);
                     tc.B = 1 + (int64_t)(s % 2);
                     tc.P = (int64_t)(s % 3);
                     tc.C = Cs[c];
-                    tc.in_pad = s % 2 ? 8 : 0; /* token strides stay multiples of 8 ... */
+                    tc.in_pad = s % 2 ? 64 : 0; /* token strides stay multiples of 64 ... */
                     tc.out_pad = s % 3 == 1 ? 3 : 0; /* ... or not (unaligned vectors) */
                     run_case(&tc);
                 }
