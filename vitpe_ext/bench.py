@@ -124,6 +124,28 @@ class Row:
 
 # -- timing ----------------------------------------------------------------------
 
+def steady_malloc() -> str:
+    """Keeps freed memory in the process (glibc: raises the heap-trim and mmap
+    thresholds and pins them). By default glibc hands freed memory back to
+    the kernel by thresholds that move with the allocation history, and a
+    bench that allocates tables of a few MB per call can then land one row
+    where every call of one contender gets fresh pages: measured here, 360
+    to 1,500 page faults a call, 3-5x that row's time, on whichever
+    contender (op, recipe or timm) the heap layout happened to hit. A
+    training loop's steady state does not do that; this keeps the rows
+    comparable. Returns what was set, for the machine info."""
+    if not sys.platform.startswith("linux"):
+        return "default"
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "default"
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    if mallopt(m_trim_threshold, 1 << 30) != 1 or mallopt(m_mmap_threshold, 32 << 20) != 1:
+        return "default"  # not glibc, or refused
+    return "kept (trim 1 GiB, mmap 32 MiB)"
+
+
 class Timer:
     """Interleaved medians: `repeats` rounds, each timing one batch of every
     contender; a batch lasts about min_time / repeats."""
@@ -393,28 +415,6 @@ def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device:
 
 
 # -- report ----------------------------------------------------------------------------
-
-def steady_malloc() -> str:
-    """Keeps freed memory in the process (glibc: raises the heap-trim and mmap
-    thresholds and pins them). By default glibc hands freed memory back to
-    the kernel by thresholds that move with the allocation history, and a
-    bench that allocates tables of a few MB per call can then land one row
-    where every call of one contender gets fresh pages: measured here, 360
-    to 1,500 page faults a call, 3-5x that row's time, on whichever
-    contender (op, recipe or timm) the heap layout happened to hit. A
-    training loop's steady state does not do that; this keeps the rows
-    comparable. Returns what was set, for the machine info."""
-    if not sys.platform.startswith("linux"):
-        return "default"
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return "default"
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    if mallopt(m_trim_threshold, 1 << 30) != 1 or mallopt(m_mmap_threshold, 32 << 20) != 1:
-        return "default"  # not glibc, or refused
-    return "kept (trim 1 GiB, mmap 32 MiB)"
-
 
 def machine_info(device: str) -> Dict[str, object]:
     cpu = platform.processor() or platform.machine()
