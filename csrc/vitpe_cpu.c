@@ -375,81 +375,56 @@ VITPE_INLINE void vitpe__sum4x2_f32(float *restrict dst_a, float *restrict dst_b
 #define vitpe__hsum2x2_f32 vitpe__sum2x2_f32
 #define vitpe__hsum4x2_f32 vitpe__sum4x2_f32
 
-/* float16 / bfloat16: the same sums 16 channels at a time, through the
- * loads and stores of the register blocks (LD2/ST2: two vectors, the even
+/* float16 / bfloat16: the same sums 16 channels a step (SUM2, SUM4:
+ * dst[c] = sum_k w[k] * src[k*stride + c]), through the loads and stores of
+ * the register blocks (LD2 from SRC_T, ST2 to DST_T: two vectors, the even
  * and the odd channels of 16 half values; the float scratch holds them in
  * that order, as full register blocks leave it, so the row engine takes
- * these only where C is a multiple of a register block). Widening on load and one
- * rounding on the final store, as there. Pairs are two plain H sums: with
- * two vectors per row, sharing four rows would need more than the sixteen
- * AVX2 registers. */
+ * these only where C is a multiple of a register block). Widening on load
+ * and one rounding on the final store, as there. Pairs are two plain H
+ * sums: with two vectors per row, sharing four rows would need more than
+ * the sixteen AVX2 registers. */
+#define VITPE_DEFINE_SUMS16(SUM2, SUM4, DST_T, SRC_T, LD2, ST2)                             \
+    VITPE_INLINE void SUM2(DST_T *restrict dst, const SRC_T *restrict src, int64_t stride, \
+                          const double *w, int64_t len) {                                   \
+        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
+        vitpe_f32x8 x0, x1;                                                                \
+        for (int64_t c = 0; c < len; c += 16) {                                            \
+            LD2(src + c, x0, x1);                                                          \
+            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
+            LD2(src + stride + c, x0, x1);                                                 \
+            a += w1 * x0;                                                                  \
+            b += w1 * x1;                                                                  \
+            ST2(dst + c, a, b);                                                            \
+        }                                                                                  \
+    }                                                                                      \
+    VITPE_INLINE void SUM4(DST_T *restrict dst, const SRC_T *restrict src, int64_t stride, \
+                          const double *w, int64_t len) {                                   \
+        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
+        const vitpe_f32x8 w2 = VITPE_BCAST(w[2]), w3 = VITPE_BCAST(w[3]);                 \
+        vitpe_f32x8 x0, x1;                                                                \
+        for (int64_t c = 0; c < len; c += 16) {                                            \
+            LD2(src + c, x0, x1);                                                          \
+            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
+            LD2(src + stride + c, x0, x1);                                                 \
+            a += w1 * x0;                                                                  \
+            b += w1 * x1;                                                                  \
+            LD2(src + 2 * stride + c, x0, x1);                                             \
+            a += w2 * x0;                                                                  \
+            b += w2 * x1;                                                                  \
+            LD2(src + 3 * stride + c, x0, x1);                                             \
+            a += w3 * x0;                                                                  \
+            b += w3 * x1;                                                                  \
+            ST2(dst + c, a, b);                                                            \
+        }                                                                                  \
+    }
+
+/* H pass: half input -> float scratch; W pass: float scratch -> half output */
 #define VITPE_DEFINE_FAST_HALF(SUF)                                                         \
-    VITPE_INLINE void vitpe__hsum2_##SUF(float *restrict dst, const uint16_t *restrict src,  \
-                                         int64_t stride, const double *w, int64_t len) {    \
-        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
-        vitpe_f32x8 x0, x1;                                                                \
-        for (int64_t c = 0; c < len; c += 16) {                                            \
-            vitpe__ld2_##SUF(src + c, x0, x1);                                             \
-            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
-            vitpe__ld2_##SUF(src + stride + c, x0, x1);                                    \
-            a += w1 * x0;                                                                  \
-            b += w1 * x1;                                                                  \
-            vitpe__st2_f32(dst + c, a, b);                                                 \
-        }                                                                                  \
-    }                                                                                      \
-    VITPE_INLINE void vitpe__hsum4_##SUF(float *restrict dst, const uint16_t *restrict src,  \
-                                         int64_t stride, const double *w, int64_t len) {    \
-        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
-        const vitpe_f32x8 w2 = VITPE_BCAST(w[2]), w3 = VITPE_BCAST(w[3]);                 \
-        vitpe_f32x8 x0, x1;                                                                \
-        for (int64_t c = 0; c < len; c += 16) {                                            \
-            vitpe__ld2_##SUF(src + c, x0, x1);                                             \
-            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
-            vitpe__ld2_##SUF(src + stride + c, x0, x1);                                    \
-            a += w1 * x0;                                                                  \
-            b += w1 * x1;                                                                  \
-            vitpe__ld2_##SUF(src + 2 * stride + c, x0, x1);                                \
-            a += w2 * x0;                                                                  \
-            b += w2 * x1;                                                                  \
-            vitpe__ld2_##SUF(src + 3 * stride + c, x0, x1);                                \
-            a += w3 * x0;                                                                  \
-            b += w3 * x1;                                                                  \
-            vitpe__st2_f32(dst + c, a, b);                                                 \
-        }                                                                                  \
-    }                                                                                      \
-    VITPE_INLINE void vitpe__wsum2_##SUF(uint16_t *restrict dst, const float *restrict src,  \
-                                         int64_t stride, const double *w, int64_t len) {    \
-        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
-        vitpe_f32x8 x0, x1;                                                                \
-        for (int64_t c = 0; c < len; c += 16) {                                            \
-            vitpe__ld2_f32(src + c, x0, x1);                                               \
-            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
-            vitpe__ld2_f32(src + stride + c, x0, x1);                                      \
-            a += w1 * x0;                                                                  \
-            b += w1 * x1;                                                                  \
-            vitpe__st2_##SUF(dst + c, a, b);                                               \
-        }                                                                                  \
-    }                                                                                      \
-    VITPE_INLINE void vitpe__wsum4_##SUF(uint16_t *restrict dst, const float *restrict src,  \
-                                         int64_t stride, const double *w, int64_t len) {    \
-        const vitpe_f32x8 w0 = VITPE_BCAST(w[0]), w1 = VITPE_BCAST(w[1]);                 \
-        const vitpe_f32x8 w2 = VITPE_BCAST(w[2]), w3 = VITPE_BCAST(w[3]);                 \
-        vitpe_f32x8 x0, x1;                                                                \
-        for (int64_t c = 0; c < len; c += 16) {                                            \
-            vitpe__ld2_f32(src + c, x0, x1);                                               \
-            vitpe_f32x8 a = w0 * x0, b = w0 * x1;                                          \
-            vitpe__ld2_f32(src + stride + c, x0, x1);                                      \
-            a += w1 * x0;                                                                  \
-            b += w1 * x1;                                                                  \
-            vitpe__ld2_f32(src + 2 * stride + c, x0, x1);                                  \
-            a += w2 * x0;                                                                  \
-            b += w2 * x1;                                                                  \
-            vitpe__ld2_f32(src + 3 * stride + c, x0, x1);                                  \
-            a += w3 * x0;                                                                  \
-            b += w3 * x1;                                                                  \
-            vitpe__st2_##SUF(dst + c, a, b);                                               \
-        }                                                                                  \
-    }                                                                                      \
+    VITPE_DEFINE_SUMS16(vitpe__hsum2_##SUF, vitpe__hsum4_##SUF, float, uint16_t,             \
+                        vitpe__ld2_##SUF, vitpe__st2_f32)                                  \
+    VITPE_DEFINE_SUMS16(vitpe__wsum2_##SUF, vitpe__wsum4_##SUF, uint16_t, float,             \
+                        vitpe__ld2_f32, vitpe__st2_##SUF)                                  \
     VITPE_INLINE void vitpe__hsum2x2_##SUF(float *restrict dst_a, float *restrict dst_b,     \
                                            const uint16_t *restrict src, int64_t stride,    \
                                            const double *wa, const double *wb,              \
