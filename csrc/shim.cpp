@@ -17,6 +17,8 @@
 #endif
 #include <torch/headeronly/core/ScalarType.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -73,6 +75,15 @@ template <typename... Args>
   throw std::invalid_argument(message);
 }
 
+// A whole number held in a double, printed without a fraction or exponent
+// while it fits int64 (sizes in messages), else in %g form.
+std::string integral(double v) {
+  if (std::fabs(v) < 0x1p62) return std::to_string(static_cast<long long>(v));
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
 std::string fmt_pair(const std::vector<int64_t>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
@@ -127,6 +138,15 @@ int parse_dtype(ScalarType t, const char* arg) {
 
 bool mul_overflows(int64_t a, int64_t b, int64_t* r) { return __builtin_mul_overflow(a, b, r); }
 
+// floor(sqrt(n)) for 0 <= n < 2^63. The double estimate is off by at most one
+// near 2^63; the corrections square in 128 bits, where (side+1)^2 cannot wrap.
+int64_t isqrt(int64_t n) {
+  int64_t side = static_cast<int64_t>(std::sqrt(static_cast<double>(n)));
+  while (side > 0 && static_cast<__int128>(side) * side > n) side--;
+  while (static_cast<__int128>(side + 1) * (side + 1) <= n) side++;
+  return side;
+}
+
 // Everything a call decides before touching data: both axes of the resize,
 // the grid sizes and the prefix.
 struct Resize {
@@ -137,13 +157,15 @@ struct Resize {
 
 // Validates the op's arguments against a table of `tokens` tokens and builds
 // the per-axis descriptions. `who` names the op in messages.
-Resize describe(const char* who, int64_t tokens, ScalarType dtype, const std::vector<int64_t>& new_size,
+Resize describe(const char* who, const char* table_arg, int64_t tokens, ScalarType dtype,
+                const std::vector<int64_t>& new_size,
                 const std::optional<std::vector<int64_t>>& old_size, int64_t num_prefix_tokens,
                 const std::string& mode_name, std::optional<bool> align_corners, bool antialias,
                 const std::optional<std::vector<double>>& scale_factor) {
   Resize r;
-  r.dtype = parse_dtype(dtype, "pos_embed");
+  r.dtype = parse_dtype(dtype, table_arg);
   const int mode = parse_mode(mode_name);
+  if (tokens < 0) fail(who, ": input_tokens must be >= 0, got ", tokens);
   if (num_prefix_tokens < 0 || num_prefix_tokens > tokens)
     fail(who, ": num_prefix_tokens must be in [0, ", tokens, "] (the table has ", tokens,
          " tokens), got ", num_prefix_tokens);
@@ -166,9 +188,7 @@ Resize describe(const char* who, int64_t tokens, ScalarType dtype, const std::ve
     hin = o[0];
     win = o[1];
   } else {
-    int64_t side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(grid_tokens))));
-    while (side > 0 && side * side > grid_tokens) side--;
-    while ((side + 1) * (side + 1) <= grid_tokens) side++;
+    const int64_t side = isqrt(grid_tokens);
     if (grid_tokens == 0 || side * side != grid_tokens)
       fail(who, ": cannot infer a square grid from ", grid_tokens, " grid tokens (", tokens,
            " tokens - ", num_prefix_tokens, " prefix); pass old_size=(height, width)");
@@ -189,19 +209,27 @@ Resize describe(const char* who, int64_t tokens, ScalarType dtype, const std::ve
     const auto& s = *scale_factor;
     if (s.size() != 2) fail(who, ": scale_factor must be two floats (height, width)");
     const int64_t in[2] = {hin, win};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 2; i++)
       if (!(s[i] > 0.0) || !std::isfinite(s[i]))
         fail(who, ": scale_factor must be positive and finite, got (", s[0], ", ", s[1], ")");
-      // F.interpolate(scale_factor=s) makes floor(in * s) outputs
-      const int64_t implied = static_cast<int64_t>(std::floor(static_cast<double>(in[i]) * s[i]));
-      if (implied != new_size[i])
+    for (int i = 0; i < 2; i++) {
+      // F.interpolate(scale_factor=s) makes floor(in * s) outputs, computed in
+      // double; compared as doubles, since a huge scale does not fit int64.
+      const double implied = std::floor(static_cast<double>(in[i]) * s[i]);
+      if (implied != static_cast<double>(new_size[i]) || implied >= 0x1p62)
         fail(who, ": scale_factor (", s[0], ", ", s[1], ") on grid (", hin, ", ", win,
-             ") gives floor(in * scale) = (", static_cast<int64_t>(std::floor(hin * s[0])), ", ",
-             static_cast<int64_t>(std::floor(win * s[1])), ") but new_size is ", fmt_pair(new_size));
+             ") gives floor(in * scale) = (", integral(std::floor(hin * s[0])), ", ",
+             integral(std::floor(win * s[1])), ") but new_size is ", fmt_pair(new_size));
       sf[i] = s[i];
     }
   }
 
+  const int64_t sides[4] = {hin, win, new_size[0], new_size[1]};
+  for (int64_t side : sides)
+    if (side > VITPE_MAX_AXIS)
+      fail(who, ": grid sides are limited to ", static_cast<long>(VITPE_MAX_AXIS),
+           " tokens (float index math loses exactness beyond), got old grid [", hin, ", ", win,
+           "] and new_size ", fmt_pair(new_size));
   const int opmath_double = r.dtype == VITPE_F64;
   r.h = vitpe_axis{hin, new_size[0], mode, ac, antialias, opmath_double, sf[0]};
   r.w = vitpe_axis{win, new_size[1], mode, ac, antialias, opmath_double, sf[1]};
@@ -210,16 +238,64 @@ Resize describe(const char* who, int64_t tokens, ScalarType dtype, const std::ve
   return r;
 }
 
-// Allocates the (B, P + H*W, C) result, checking the element count first.
-Tensor new_table(const char* who, const Tensor& like, int64_t batch, int64_t prefix, int64_t h,
-                 int64_t w, int64_t channels) {
-  int64_t grid, tokens, rows, elems;
+int64_t element_bytes(int dtype) { return dtype == VITPE_F64 ? 8 : dtype == VITPE_F32 ? 4 : 2; }
+
+const char* vitpe_dtype_name(int dtype) {
+  return dtype == VITPE_F64 ? "float64" : dtype == VITPE_F32 ? "float32"
+       : dtype == VITPE_F16 ? "float16" : "bfloat16";
+}
+
+std::string fmt_bytes(double bytes) {
+  static const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (bytes >= 1024.0 && u < 6) bytes /= 1024.0, u++;
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), u ? "%.1f %s" : "%.0f %s", bytes, units[u]);
+  return buf;
+}
+
+// All the memory of the device a table lives on: an output larger than that
+// can never be allocated, so it is refused before the allocator is asked
+// (which would fail deep inside torch, with a C++ backtrace in the message).
+// 0 where nothing is allocated (meta tensors) or the size is unknown.
+uint64_t device_memory_bytes(const torch::stable::Device& device) {
+  if (device.is_cpu()) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+  }
+#ifdef VITPE_WITH_CUDA
+  size_t bytes = 0;
+  if (device.is_cuda() && vitpe_cuda_device_memory(&bytes, device.has_index() ? device.index() : 0) == VITPE_OK)
+    return bytes;
+#endif
+  return 0;
+}
+
+// Checks that a (batch, prefix + h*w, channels) result can exist on `device`
+// and returns its token count. `what` names the argument that set h, w.
+int64_t checked_output_tokens(const char* who, const std::string& what, const torch::stable::Device& device,
+                              int64_t batch, int64_t prefix, int64_t h, int64_t w, int64_t channels,
+                              int dtype) {
+  const std::string shape = std::to_string(batch) + " x (" + std::to_string(prefix) + " + " +
+                            std::to_string(h) + "*" + std::to_string(w) + ") x " +
+                            std::to_string(channels) + " " + vitpe_dtype_name(dtype);
+  int64_t grid, tokens, rows, elems, bytes;
   if (mul_overflows(h, w, &grid) || __builtin_add_overflow(grid, prefix, &tokens) ||
       mul_overflows(batch, tokens, &rows) || mul_overflows(rows, channels, &elems) ||
-      elems > (int64_t(1) << 62) / 8)
-    fail(who, ": the output of ", batch, " x (", prefix, " + ", h, "*", w, ") x ", channels,
-         " elements is too large to allocate");
-  return torch::stable::new_empty(like, {batch, tokens, channels});
+      mul_overflows(elems, element_bytes(dtype), &bytes))
+    fail(who, ": ", what, " makes an output of ", shape, " elements, too large to allocate (over 2^63 bytes)");
+  const uint64_t memory = device_memory_bytes(device);
+  if (memory > 0 && static_cast<uint64_t>(bytes) > memory)
+    fail(who, ": ", what, " makes an output of ", shape, " = ", bytes, " bytes (",
+         fmt_bytes(static_cast<double>(bytes)), "), too large to allocate: more than the ",
+         fmt_bytes(static_cast<double>(memory)), " of memory of the ", device.is_cpu() ? "CPU" : "device");
+  return tokens;
+}
+
+std::string first_line(const char* text) {
+  std::string s(text ? text : "");
+  const size_t end = s.find('\n');
+  return end == std::string::npos ? s : s.substr(0, end);
 }
 
 bool same_axis(const vitpe_axis& a, const vitpe_axis& b) {
@@ -233,20 +309,23 @@ bool same_axis(const vitpe_axis& a, const vitpe_axis& b) {
 // every step, so a hit skips the tap math (2-8 us a call on this host, and
 // every backward's adjoint tables). A plan with adjoint tables also serves
 // the forward. Entries are shared: a plan stays alive while a call uses it.
+// The cache is bounded by count and by bytes: tables grow with the grid (and
+// with the filter's width when shrinking), and a few plans for huge grids
+// must not pin hundreds of MB; a plan over the byte budget is not kept.
+constexpr size_t kPlanCacheEntries = 16;
+constexpr size_t kPlanCacheBytes = size_t(32) << 20;
+
 std::shared_ptr<const vitpe_plan> get_plan(const vitpe_axis& h, const vitpe_axis& w, bool adjoint) {
-  struct Entry {
-    std::shared_ptr<const vitpe_plan> plan;
-  };
-  constexpr size_t kCapacity = 16;
   static std::mutex mutex;
-  static std::vector<Entry> recent;  // most recently used first
+  static std::vector<std::shared_ptr<const vitpe_plan>> recent;  // most recently used first
+  static size_t cached_bytes = 0;
   {
     std::lock_guard<std::mutex> lock(mutex);
     for (size_t i = 0; i < recent.size(); i++) {
-      const vitpe_plan* p = recent[i].plan.get();
+      const vitpe_plan* p = recent[i].get();
       if (same_axis(p->h, h) && same_axis(p->w, w) && (p->layout.with_adjoint || !adjoint)) {
         std::rotate(recent.begin(), recent.begin() + i, recent.begin() + i + 1);
-        return recent.front().plan;
+        return recent.front();
       }
     }
   }
@@ -255,9 +334,15 @@ std::shared_ptr<const vitpe_plan> get_plan(const vitpe_axis& h, const vitpe_axis
   std::shared_ptr<const vitpe_plan> plan(raw, [](const vitpe_plan* p) {
     vitpe_plan_destroy(const_cast<vitpe_plan*>(p));
   });
+  const size_t bytes = plan->layout.bytes;
+  if (bytes > kPlanCacheBytes) return plan;
   std::lock_guard<std::mutex> lock(mutex);
-  recent.insert(recent.begin(), Entry{plan});
-  if (recent.size() > kCapacity) recent.pop_back();
+  recent.insert(recent.begin(), plan);
+  cached_bytes += bytes;
+  while (recent.size() > kPlanCacheEntries || cached_bytes > kPlanCacheBytes) {
+    cached_bytes -= recent.back()->layout.bytes;
+    recent.pop_back();
+  }
   return plan;
 }
 
@@ -338,22 +423,76 @@ void run_cuda(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
 }
 #endif
 
-// Shared by both ops: checks `src`, allocates the result, runs the kernels.
-// Forward maps the (hin, win) grid of src to (hout, wout); backward maps a
-// gradient on the (hout, wout) grid back to (hin, win).
-Tensor resize_table(const char* who, const Tensor& src_in, const Resize& r, bool backward) {
+// One call of either op, checked: every rule an argument must follow is
+// applied here, for the kernels and for the fake kernels of torch.compile and
+// torch.export (which reach it through vitpe::check_call with the sizes they
+// trace). backward: the call is interpolate_pos_embed_backward, `shape` is
+// grad_output's and `input_tokens` the forward input's token count.
+struct Call {
+  Resize r;
+  int64_t out_tokens = 0;
+};
+
+Call check_call(bool backward, const std::vector<int64_t>& shape, ScalarType dtype,
+                const torch::stable::Device& device, int64_t input_tokens,
+                const std::vector<int64_t>& new_size, const std::optional<std::vector<int64_t>>& old_size,
+                int64_t num_prefix_tokens, const std::string& mode, std::optional<bool> align_corners,
+                bool antialias, const std::optional<std::vector<double>>& scale_factor) {
+  const char* who = backward ? "interpolate_pos_embed_backward" : "interpolate_pos_embed";
+  const char* table_arg = backward ? "grad_output" : "pos_embed";
+  if (shape.size() != 3)
+    fail(who, ": ", table_arg, " must be 3-D (batch, prefix + height*width, channels), got a ",
+         static_cast<long>(shape.size()), "-D tensor");
+  const int64_t tokens = backward ? input_tokens : shape[1];
+  // The backward op describes the forward resize from its input's token
+  // count, exactly as the forward op did (old_size may again be inferred).
+  Call c;
+  c.r = describe(who, table_arg, tokens, dtype, new_size, old_size, num_prefix_tokens, mode,
+                 align_corners, antialias, scale_factor);
+  const Resize& r = c.r;
+  if (backward) {
+    const int64_t expected = r.prefix + r.h.out_size * r.w.out_size;  // no overflow: the axes are checked
+    if (shape[1] != expected)
+      fail(who, ": grad_output has ", shape[1], " tokens, expected ", r.prefix, " + ", r.h.out_size,
+           "*", r.w.out_size, " = ", expected);
+    c.out_tokens = checked_output_tokens(who, "input_tokens " + std::to_string(input_tokens), device,
+                                         shape[0], r.prefix, r.h.in_size, r.w.in_size, shape[2], r.dtype);
+  } else {
+    c.out_tokens = checked_output_tokens(who, "new_size " + fmt_pair(new_size), device, shape[0],
+                                         r.prefix, r.h.out_size, r.w.out_size, shape[2], r.dtype);
+  }
+  return c;
+}
+
+std::vector<int64_t> shape_of(const char* who, const char* arg, const Tensor& t) {
+  if (t.layout() != torch::headeronly::Layout::Strided)
+    fail(who, ": ", arg, " must be a dense strided tensor (not sparse, mkldnn or nested)");
+  std::vector<int64_t> shape(static_cast<size_t>(t.dim()));
+  for (int64_t d = 0; d < t.dim(); d++) shape[static_cast<size_t>(d)] = t.size(d);
+  return shape;
+}
+
+// Allocates the result of a checked call and runs the kernels. Forward maps
+// the (hin, win) grid of src to (hout, wout); backward maps a gradient on the
+// (hout, wout) grid back to (hin, win).
+Tensor resize_table(const char* who, const Tensor& src_in, const Call& c, bool backward) {
   const int64_t batch = src_in.size(0), channels = src_in.size(2);
-  const int64_t h = backward ? r.h.in_size : r.h.out_size;
-  const int64_t w = backward ? r.w.in_size : r.w.out_size;
-  Tensor dst = new_table(who, src_in, batch, r.prefix, h, w, channels);
+  Tensor dst;
+  try {
+    dst = torch::stable::new_empty(src_in, {batch, c.out_tokens, channels});
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string(who) + ": could not allocate the output of " +
+                             std::to_string(batch) + " x " + std::to_string(c.out_tokens) + " x " +
+                             std::to_string(channels) + " elements: " + first_line(e.what()));
+  }
   if (batch == 0 || channels == 0) return dst;
   // The kernels take any batch/token strides but read channels contiguously.
   Tensor src = (src_in.stride(2) == 1 || channels == 1) ? src_in : torch::stable::contiguous(src_in);
   if (src.is_cpu()) {
-    run_cpu(r, src, dst, backward);
+    run_cpu(c.r, src, dst, backward);
   } else if (src.is_cuda()) {
 #ifdef VITPE_WITH_CUDA
-    run_cuda(r, src, dst, backward);
+    run_cuda(c.r, src, dst, backward);
 #else
     fail(who, ": this vitpe build has no CUDA kernels (built without a CUDA toolchain). "
          "Rebuild with the CUDA toolkit matching torch.version.cuda on PATH: "
@@ -365,21 +504,15 @@ Tensor resize_table(const char* who, const Tensor& src_in, const Resize& r, bool
   return dst;
 }
 
-void check_table(const char* who, const char* arg, const Tensor& t) {
-  if (t.dim() != 3)
-    fail(who, ": ", arg, " must be 3-D (batch, prefix + height*width, channels), got a ", t.dim(),
-         "-D tensor");
-}
-
 Tensor interpolate_pos_embed(Tensor pos_embed, std::vector<int64_t> new_size,
                              std::optional<std::vector<int64_t>> old_size, int64_t num_prefix_tokens,
                              std::string mode, std::optional<bool> align_corners, bool antialias,
                              std::optional<std::vector<double>> scale_factor) {
   const char* who = "interpolate_pos_embed";
-  check_table(who, "pos_embed", pos_embed);
-  Resize r = describe(who, pos_embed.size(1), pos_embed.scalar_type(), new_size, old_size,
-                      num_prefix_tokens, mode, align_corners, antialias, scale_factor);
-  return resize_table(who, pos_embed, r, /*backward=*/false);
+  const Call c = check_call(false, shape_of(who, "pos_embed", pos_embed), pos_embed.scalar_type(),
+                            pos_embed.device(), 0, new_size, old_size, num_prefix_tokens, mode,
+                            align_corners, antialias, scale_factor);
+  return resize_table(who, pos_embed, c, /*backward=*/false);
 }
 
 Tensor interpolate_pos_embed_backward(Tensor grad_output, int64_t input_tokens,
@@ -389,16 +522,22 @@ Tensor interpolate_pos_embed_backward(Tensor grad_output, int64_t input_tokens,
                                       std::optional<bool> align_corners, bool antialias,
                                       std::optional<std::vector<double>> scale_factor) {
   const char* who = "interpolate_pos_embed_backward";
-  check_table(who, "grad_output", grad_output);
-  // Describe the forward resize from its input's token count, exactly as the
-  // forward op did (old_size may again be inferred), then check the gradient.
-  Resize r = describe(who, input_tokens, grad_output.scalar_type(), new_size, old_size,
-                      num_prefix_tokens, mode, align_corners, antialias, scale_factor);
-  const int64_t expected = r.prefix + r.h.out_size * r.w.out_size;  // no overflow: the axes are checked
-  if (grad_output.size(1) != expected)
-    fail(who, ": grad_output has ", grad_output.size(1), " tokens, expected ", r.prefix, " + ",
-         r.h.out_size, "*", r.w.out_size, " = ", expected);
-  return resize_table(who, grad_output, r, /*backward=*/true);
+  const Call c = check_call(true, shape_of(who, "grad_output", grad_output), grad_output.scalar_type(),
+                            grad_output.device(), input_tokens, new_size, old_size, num_prefix_tokens,
+                            mode, align_corners, antialias, scale_factor);
+  return resize_table(who, grad_output, c, /*backward=*/true);
+}
+
+// The ops' validation alone, for callers that hold sizes, not tensors: the
+// fake kernels (torch.compile, torch.export) and a dry run. Raises exactly
+// what the op would raise for a table of that shape, dtype and device.
+void check_call_op(std::vector<int64_t> shape, ScalarType dtype, torch::stable::Device device,
+                   std::optional<int64_t> input_tokens, std::vector<int64_t> new_size,
+                   std::optional<std::vector<int64_t>> old_size, int64_t num_prefix_tokens,
+                   std::string mode, std::optional<bool> align_corners, bool antialias,
+                   std::optional<std::vector<double>> scale_factor) {
+  check_call(input_tokens.has_value(), shape, dtype, device, input_tokens.value_or(0), new_size,
+             old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor);
 }
 
 }  // namespace
@@ -412,6 +551,15 @@ STABLE_TORCH_LIBRARY(vitpe, m) {
       "interpolate_pos_embed_backward(Tensor grad_output, SymInt input_tokens, SymInt[2] new_size, "
       "SymInt[2]? old_size=None, int num_prefix_tokens=1, str mode=\"bicubic\", "
       "bool? align_corners=None, bool antialias=False, float[2]? scale_factor=None) -> Tensor");
+  m.def(
+      "check_call(int[] shape, ScalarType dtype, Device device, int? input_tokens, int[] new_size, "
+      "int[]? old_size=None, int num_prefix_tokens=1, str mode=\"bicubic\", bool? align_corners=None, "
+      "bool antialias=False, float[]? scale_factor=None) -> ()");
+}
+
+// No tensor arguments: one kernel for every device.
+STABLE_TORCH_LIBRARY_IMPL(vitpe, CompositeExplicitAutograd, m) {
+  m.impl("check_call", TORCH_BOX(&check_call_op));
 }
 
 STABLE_TORCH_LIBRARY_IMPL(vitpe, CPU, m) {

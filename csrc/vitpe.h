@@ -60,6 +60,10 @@ typedef enum vitpe_dtype {
     VITPE_BF16 = 3 /* bfloat16, stored as uint16_t */
 } vitpe_dtype;
 
+/* The longest grid side, in or out: beyond it ATen's float index math (which
+ * the kernels reproduce) can no longer address every token exactly. */
+#define VITPE_MAX_AXIS ((int64_t)1 << 24)
+
 /* One axis of a resize. */
 typedef struct vitpe_axis {
     int64_t in_size, out_size; /* >= 1 */
@@ -153,6 +157,8 @@ int vitpe_forward_cuda(void *out, const void *inp, const vitpe_plan *plan, const
                        void *workspace, void *stream);
 int vitpe_backward_cuda(void *dinp, const void *dout, const vitpe_plan *plan, const vitpe_io *io,
                         void *workspace, void *stream);
+/* Total memory of CUDA device `device`, in bytes. */
+int vitpe_cuda_device_memory(size_t *bytes, int device);
 /* Fills a device plan buffer of layout->bytes on the device (stream-ordered):
  * the workspace path above, public for the tuning harness. */
 int vitpe_plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout,

@@ -823,3 +823,20 @@ extern "C" int vitpe_backward_cuda(void *dinp, const void *dout, const vitpe_pla
                                    const vitpe_io *io, void *workspace, void *stream) {
     return vitpe__run(dinp, dout, plan, 1, io, workspace, stream);
 }
+
+/* Total memory of a device: the shim refuses outputs larger than this with a
+ * clear message instead of asking the caching allocator for them. Read once
+ * per device (cudaGetDeviceProperties takes milliseconds). */
+extern "C" int vitpe_cuda_device_memory(size_t *bytes, int device) {
+    static size_t cached[64];
+    if (!bytes || device < 0) return VITPE_EINVAL;
+    if (device < 64 && cached[device] > 0) {
+        *bytes = cached[device];
+        return VITPE_OK;
+    }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) return VITPE_ECUDA;
+    *bytes = prop.totalGlobalMem;
+    if (device < 64) cached[device] = *bytes;
+    return VITPE_OK;
+}

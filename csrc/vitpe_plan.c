@@ -12,9 +12,6 @@
 #include "vitpe.h"
 #include "vitpe_taps.h"
 
-/* Grids beyond this would lose exactness in ATen's float index math. */
-#define VITPE_MAX_AXIS ((int64_t)1 << 24)
-
 const char *vitpe_status_str(int status) {
     switch (status) {
     case VITPE_OK: return "ok";

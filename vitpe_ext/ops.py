@@ -1,9 +1,12 @@
 """The public function and the Python half of the op registration: fake
 kernels (torch.compile, export) and autograd. The schemas and the CPU/CUDA
-kernels are registered in C++ (csrc/shim.cpp)."""
+kernels are registered in C++ (csrc/shim.cpp), and so is every check of the
+op's arguments: the fake kernels ask C++ (vitpe::check_call) rather than
+repeat the rules."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+import numbers
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -11,33 +14,113 @@ MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
 
 _forward = torch.ops.vitpe.interpolate_pos_embed.default
 _backward = torch.ops.vitpe.interpolate_pos_embed_backward.default
+_check_call = torch.ops.vitpe.check_call.default
 
-Size2 = Union[int, Sequence[int]]
+
+# -- argument types --------------------------------------------------------------
+# The schema takes plain ints, floats, str and bool. Python's duck typing would
+# let True pass as 1, a dict as its keys and "12" as two scale factors, so each
+# argument is checked for what it is; NumPy scalars and 0-d tensors are numbers.
+
+def _is_numpy_bool(value) -> bool:
+    return type(value).__name__ == "bool_"
 
 
-def _pair(value, name, kind="ints"):
-    """An int (float) or a pair of them -> a two-element list; else ValueError."""
-    scalar = (int, torch.SymInt) if kind == "ints" else (int, float)
-    if isinstance(value, scalar) and not isinstance(value, bool):
-        return [value, value]
-    try:
-        pair = list(value)
-    except TypeError:
-        pair = None
-    if pair is None or len(pair) != 2:
-        raise ValueError(f"{name} must be one or two {kind} (height, width), got {value!r}")
-    return pair
+def _size(value, name: str):
+    """One grid size: an int, SymInt, NumPy integer or 0-d integer tensor."""
+    if isinstance(value, torch.SymInt):
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0 and not (value.dtype.is_floating_point or value.dtype.is_complex
+                                     or value.dtype == torch.bool):
+            return int(value)
+    elif isinstance(value, numbers.Integral) and not isinstance(value, bool) and not _is_numpy_bool(value):
+        return int(value)
+    raise ValueError(f"{name} must be ints (height, width), got {value!r} of type {type(value).__name__}")
 
+
+def _factor(value, name: str) -> float:
+    """One scale factor: a real number (not a bool), NumPy scalar or 0-d tensor."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0 and not (value.dtype.is_complex or value.dtype == torch.bool):
+            return float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool) and not _is_numpy_bool(value):
+        return float(value)
+    raise ValueError(f"{name} must be one or two floats (height, width), got {value!r} of type "
+                     f"{type(value).__name__}")
+
+
+def _pair(value, name: str, kind: str = "ints") -> list:
+    """One number or a pair of them (list, tuple, torch.Size, 1-D tensor or
+    array) -> a two-element list; anything else ValueError."""
+    one = _size if kind == "ints" else _factor
+    if isinstance(value, (list, tuple)) or (getattr(value, "ndim", None) == 1
+                                            and type(value).__name__ in ("Tensor", "Parameter", "ndarray")):
+        items = list(value)
+        if len(items) != 2:
+            raise ValueError(f"{name} must be one or two {kind} (height, width), got {len(items)} values: "
+                             f"{value!r}")
+        return [one(v, name) for v in items]
+    if isinstance(value, (torch.Tensor, numbers.Number, torch.SymInt)) or _is_numpy_bool(value):
+        v = one(value, name)
+        return [v, v]
+    raise ValueError(f"{name} must be one or two {kind} (height, width), got {value!r} "
+                     f"of type {type(value).__name__}")
+
+
+def _flag(value, name: str) -> Optional[bool]:
+    if value is None or isinstance(value, bool):
+        return value
+    if _is_numpy_bool(value):
+        return bool(value)
+    raise ValueError(f"{name} must be True, False or None, got {value!r} of type {type(value).__name__}")
+
+
+def _count(value, name: str) -> int:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not _is_numpy_bool(value):
+        return int(value)
+    raise ValueError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+
+
+def _check_table(pos_embed) -> None:
+    if not isinstance(pos_embed, torch.Tensor):
+        raise ValueError(f"interpolate_pos_embed: pos_embed must be a torch.Tensor, got "
+                         f"{type(pos_embed).__name__}")
+    if pos_embed.layout != torch.strided or pos_embed.is_nested or pos_embed.is_quantized:
+        kind = ("nested" if pos_embed.is_nested else "quantized" if pos_embed.is_quantized
+                else str(pos_embed.layout).replace("torch.", ""))
+        raise ValueError(f"interpolate_pos_embed: pos_embed must be a dense strided tensor, got a {kind} "
+                         f"tensor; convert it first (.to_dense(), .dequantize(), ...)")
+
+
+def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor) -> Tuple:
+    """The caller's arguments in the op's types, defaults filled in."""
+    if mode is None:
+        mode = "bicubic"
+    elif not isinstance(mode, str):
+        raise ValueError(f"mode must be a str, one of {list(MODES)}, got {mode!r} of type {type(mode).__name__}")
+    return (
+        _pair(new_size, "new_size"),
+        None if old_size is None else _pair(old_size, "old_size"),
+        _count(num_prefix_tokens, "num_prefix_tokens"),
+        mode,
+        _flag(align_corners, "align_corners"),
+        bool(_flag(antialias, "antialias")),
+        None if scale_factor is None else _pair(scale_factor, "scale_factor", "floats"),
+    )
+
+
+# -- the public function ------------------------------------------------------------
 
 def interpolate_pos_embed(
     pos_embed: torch.Tensor,
-    new_size: Size2,
-    old_size: Optional[Size2] = None,
+    new_size: Union[int, List[int]],
+    old_size: Optional[Union[int, List[int]]] = None,
     num_prefix_tokens: int = 1,
     mode: Optional[str] = None,
     align_corners: Optional[bool] = None,
     antialias: Optional[bool] = None,
-    scale_factor: Optional[Union[float, Sequence[float]]] = None,
+    scale_factor: Optional[Union[float, List[float]]] = None,
     profile: Optional[str] = None,
 ) -> torch.Tensor:
     """Resize a ViT position-embedding table to a new patch grid.
@@ -58,28 +141,39 @@ def interpolate_pos_embed(
 
     Returns (B, P + Hout*Wout, C) (or 2-D if given 2-D), contiguous, same
     dtype and device; differentiable to any order.
+
+    Bad arguments raise ValueError naming the argument (README, Errors).
+    TorchScript: torch.jit.script compiles callers of this function; there
+    it takes ints/lists for sizes and no profile (pass the settings).
     """
+    if torch.jit.is_scripting():
+        return _interpolate_scripted(pos_embed, new_size, old_size, num_prefix_tokens, mode, align_corners,
+                                     antialias, scale_factor, profile)
+    else:
+        return _interpolate(pos_embed, new_size, old_size, num_prefix_tokens, mode, align_corners,
+                            antialias, scale_factor, profile)
+
+
+@torch.jit.unused
+def _interpolate(pos_embed: torch.Tensor, new_size: Union[int, List[int]],
+                 old_size: Optional[Union[int, List[int]]], num_prefix_tokens: int, mode: Optional[str],
+                 align_corners: Optional[bool], antialias: Optional[bool],
+                 scale_factor: Optional[Union[float, List[float]]], profile: Optional[str]) -> torch.Tensor:
+    _check_table(pos_embed)
+    if profile is not None:
+        if not isinstance(profile, str):
+            raise ValueError(f"profile must be a str, got {profile!r} of type {type(profile).__name__}")
+        from . import profiles  # lazy: profiles calls back into this function
+        resolved = profiles.resolve(profile, mode, _flag(align_corners, "align_corners"),
+                                    _flag(antialias, "antialias"), scale_factor)
+        squeeze = pos_embed.dim() == 2
+        table = pos_embed.unsqueeze(0) if squeeze else pos_embed
+        out = profiles.interpolate_with_profile(table, new_size, old_size, num_prefix_tokens, resolved)
+        return out.squeeze(0) if squeeze else out
+    args = _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor)
     squeeze = pos_embed.dim() == 2
     if squeeze:
         pos_embed = pos_embed.unsqueeze(0)
-    if profile is not None:
-        from . import profiles  # lazy: profiles calls back into this function
-        resolved = profiles.resolve(profile, mode, align_corners, antialias, scale_factor)
-        out = profiles.interpolate_with_profile(pos_embed, new_size, old_size, num_prefix_tokens, resolved)
-        return out.squeeze(0) if squeeze else out
-    mode = "bicubic" if mode is None else mode
-    antialias = False if antialias is None else antialias
-    if scale_factor is not None:
-        scale_factor = [float(s) for s in _pair(scale_factor, "scale_factor", "floats")]
-    args = (
-        _pair(new_size, "new_size"),
-        None if old_size is None else _pair(old_size, "old_size"),
-        num_prefix_tokens,
-        mode,
-        align_corners,
-        antialias,
-        scale_factor,
-    )
     if torch.compiler.is_compiling():
         out = _forward(pos_embed, *args)
     elif torch.is_grad_enabled() and pos_embed.requires_grad:
@@ -87,6 +181,32 @@ def interpolate_pos_embed(
     else:  # nothing to record: skip torch.library's Python autograd layer (~8 µs a call)
         with torch._C._AutoDispatchBelowAutograd():
             out = _forward(pos_embed, *args)
+    return out.squeeze(0) if squeeze else out
+
+
+def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int]],
+                          old_size: Optional[Union[int, List[int]]], num_prefix_tokens: int,
+                          mode: Optional[str], align_corners: Optional[bool], antialias: Optional[bool],
+                          scale_factor: Optional[Union[float, List[float]]],
+                          profile: Optional[str]) -> torch.Tensor:
+    """The public function as TorchScript compiles it: the types are the
+    annotations' (the compiler checks them), the op checks the rest, and
+    autograd is the op's own registration."""
+    if profile is not None:
+        raise ValueError("interpolate_pos_embed: profile= is not available in TorchScript; pass mode, "
+                         "align_corners and antialias (vitpe_ext.PROFILES lists each profile's)")
+    squeeze = pos_embed.dim() == 2
+    table = pos_embed.unsqueeze(0) if squeeze else pos_embed
+    new: List[int] = [new_size, new_size] if isinstance(new_size, int) else new_size
+    old: Optional[List[int]] = None
+    if old_size is not None:
+        old = [old_size, old_size] if isinstance(old_size, int) else old_size
+    factors: Optional[List[float]] = None
+    if scale_factor is not None:
+        factors = [scale_factor, scale_factor] if isinstance(scale_factor, float) else scale_factor
+    out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens,
+                                                "bicubic" if mode is None else mode, align_corners,
+                                                False if antialias is None else antialias, factors)
     return out.squeeze(0) if squeeze else out
 
 
@@ -115,12 +235,40 @@ class _EagerResize(torch.autograd.Function):
         return (dinp,) + (None,) * len(ctx.resize)
 
 
-# -- fake kernels: shapes only -------------------------------------------------
+# -- fake kernels: shapes, after the op's own checks ----------------------------
+
+def _concrete(value):
+    """A traced size as a plain int (its example value), or None if unknown."""
+    if isinstance(value, torch.SymInt):
+        node = value.node  # an unbacked size (data-dependent) has no example value
+        return int(node.hint) if node.has_hint() else None
+    return int(value)
+
+
+def check_call(shape: Sequence[int], dtype: torch.dtype, device, new_size, old_size=None,
+               num_prefix_tokens: int = 1, mode: str = "bicubic", align_corners: Optional[bool] = None,
+               antialias: bool = False, scale_factor=None, input_tokens=None) -> None:
+    """Raise exactly what the op would raise for a table of this shape, dtype
+    and device, without the table: for a dry run, and for the fake kernels
+    (sizes traced as symbols are checked at their example values; unbacked
+    ones are left to the op at run time). With input_tokens: a call of the
+    backward op, `shape` being grad_output's."""
+    sizes = [_concrete(v) for v in shape]
+    new = [_concrete(v) for v in new_size]
+    old = None if old_size is None else [_concrete(v) for v in old_size]
+    tokens = None if input_tokens is None else _concrete(input_tokens)
+    if None in sizes or None in new or (old is not None and None in old) \
+            or (input_tokens is not None and tokens is None):
+        return
+    _check_call(sizes, dtype, torch.device(device), tokens, new, old, num_prefix_tokens, mode,
+                align_corners, antialias, None if scale_factor is None else list(scale_factor))
+
 
 @torch.library.register_fake("vitpe::interpolate_pos_embed")
 def _forward_fake(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode="bicubic",
                   align_corners=None, antialias=False, scale_factor=None):
-    torch._check(pos_embed.dim() == 3, lambda: "interpolate_pos_embed: pos_embed must be 3-D")
+    check_call(pos_embed.shape, pos_embed.dtype, pos_embed.device, new_size, old_size, num_prefix_tokens,
+               mode, align_corners, antialias, scale_factor)
     batch, _, channels = pos_embed.shape
     return pos_embed.new_empty((batch, num_prefix_tokens + new_size[0] * new_size[1], channels))
 
@@ -128,7 +276,8 @@ def _forward_fake(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode=
 @torch.library.register_fake("vitpe::interpolate_pos_embed_backward")
 def _backward_fake(grad_output, input_tokens, new_size, old_size=None, num_prefix_tokens=1,
                    mode="bicubic", align_corners=None, antialias=False, scale_factor=None):
-    torch._check(grad_output.dim() == 3, lambda: "interpolate_pos_embed_backward: grad_output must be 3-D")
+    check_call(grad_output.shape, grad_output.dtype, grad_output.device, new_size, old_size,
+               num_prefix_tokens, mode, align_corners, antialias, scale_factor, input_tokens=input_tokens)
     batch, _, channels = grad_output.shape
     return grad_output.new_empty((batch, input_tokens, channels))
 
