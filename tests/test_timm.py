@@ -153,3 +153,61 @@ def test_training_through_the_patched_model():
             model.zero_grad()
             model(torch.randn(2, 3, *size)).logsumexp(-1).mean().backward()
             assert model.pos_embed.grad.abs().sum() > 0
+
+
+# -- TorchScript and FX: patched models compile and trace as unpatched ones do ---------------------
+
+DEPLOY_MODELS = [("eva02_tiny_patch14_224", {"dynamic_img_size": True}),
+                 ("vit_tiny_patch16_224", {"dynamic_img_size": True}),
+                 ("deit_tiny_patch16_224", {"dynamic_img_size": True}),
+                 ("vit_tiny_patch16_224", {})]
+
+
+def deploy_model(name, kwargs):
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+
+def odd_image(name, batch=2):
+    """An input off the pretraining grid, for a model of that name's patch size."""
+    patch = 14 if "patch14" in name else 16
+    return torch.randn(batch, 3, 16 * patch, 12 * patch)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated, still used
+@pytest.mark.parametrize("name,kwargs", DEPLOY_MODELS)
+def test_torchscript_of_patched_model(name, kwargs):
+    model = deploy_model(name, kwargs)
+    dynamic = kwargs.get("dynamic_img_size", False)
+    image = odd_image(name) if dynamic else torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        want = model(image)
+    with vtimm.patch():
+        scripted = torch.jit.script(model)
+    # A dynamic model's compiled graph calls vitpe's op (and keeps it after unpatch).
+    assert ("vitpe::interpolate_pos_embed" in str(scripted.inlined_graph)) == dynamic
+    with torch.no_grad():
+        got = scripted(image)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
+def test_torchscript_float64_keeps_prefix_like_timm():
+    # the scripted branch repeats the "timm" profile: float32 math, float64 prefix untouched
+    posemb = torch.randn(1, 2 + 5 * 5, 8, dtype=torch.float64)
+    scripted = torch.jit.script(vtimm.resample_abs_pos_embed)
+    got = scripted(posemb, [7, 6], [5, 5], 2)
+    assert torch.equal(got, vtimm.resample_abs_pos_embed(posemb, [7, 6], [5, 5], 2))
+    assert torch.equal(got[:, :2], posemb[:, :2])
+
+
+@pytest.mark.parametrize("name,kwargs", DEPLOY_MODELS[:3])
+def test_fx_feature_extraction_of_patched_model(name, kwargs):
+    from timm.models._features_fx import create_feature_extractor
+    model = deploy_model(name, kwargs)
+    image = odd_image(name, batch=1)
+    with vtimm.patch():
+        extractor = create_feature_extractor(model, return_nodes={"norm": "out"})
+    leaves = [n.target for n in extractor.graph.nodes if n.op == "call_function"]
+    assert vtimm.resample_abs_pos_embed in leaves  # traced as a leaf, like timm's own
+    with torch.no_grad():
+        torch.testing.assert_close(extractor(image)["out"], model.forward_features(image))

@@ -64,15 +64,36 @@ def resample_abs_pos_embed(
 
     if old_size is None:
         hw = int(math.sqrt(num_pos_tokens - num_prefix_tokens))  # timm: no perfect-square check
-        old_size = hw, hw
+        grid = [hw, hw]
+    else:
+        grid = [old_size[0], old_size[1]]
 
-    # The "timm" profile: float32 compute, cast back, prefix not cast.
-    out = interpolate_pos_embed(posemb, (int(new_size[0]), int(new_size[1])),
-                                (int(old_size[0]), int(old_size[1])), num_prefix_tokens,
-                                mode=interpolation, align_corners=align_corners, antialias=antialias,
-                                profile="timm")
+    if torch.jit.is_scripting():
+        out = _resample_scripted(posemb, [new_size[0], new_size[1]], grid, num_prefix_tokens,
+                                 interpolation, antialias, align_corners)
+    else:
+        # The "timm" profile: float32 compute, cast back, prefix not cast.
+        out = interpolate_pos_embed(posemb, (int(new_size[0]), int(new_size[1])), (int(grid[0]), int(grid[1])),
+                                    num_prefix_tokens, mode=interpolation, align_corners=align_corners,
+                                    antialias=antialias, profile="timm")
     if not torch.jit.is_scripting() and verbose:
-        _logger.info(f"Resized position embedding: {old_size} to {new_size}.")
+        shown = tuple(grid) if old_size is None else old_size  # as timm logs it
+        _logger.info(f"Resized position embedding: {shown} to {new_size}.")
+    return out
+
+
+def _resample_scripted(posemb: torch.Tensor, new_size: List[int], old_size: List[int], num_prefix_tokens: int,
+                       interpolation: str, antialias: bool, align_corners: Optional[bool]) -> torch.Tensor:
+    """The "timm" profile as TorchScript can compile it (profiles are Python
+    data the compiler cannot read): the op on a float32 copy, cast back, the
+    prefix tokens kept as they were when the cast narrows (float64 tables)."""
+    out = torch.ops.vitpe.interpolate_pos_embed(posemb.float(), new_size, old_size, num_prefix_tokens,
+                                                interpolation, align_corners, antialias, None)
+    if posemb.dtype == torch.float32:
+        return out
+    out = out.to(posemb.dtype)
+    if num_prefix_tokens > 0 and posemb.dtype == torch.float64:
+        out = torch.cat([posemb[:, :num_prefix_tokens], out[:, num_prefix_tokens:]], dim=1)
     return out
 
 
