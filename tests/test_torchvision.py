@@ -239,3 +239,24 @@ def test_dynamic_model_deepcopies():
         twin.encoder.pos_embedding.add_(torch.randn_like(twin.encoder.pos_embedding))
         assert twin.forward.__self__ is twin
         assert torch.equal(model(x), before) and not torch.equal(twin(x), before)
+
+
+def test_dynamic_cache_invalidation_and_clear_cache():
+    model = vtv.make_dynamic(small_vit().eval())
+    x = torch.randn(1, 3, 96, 96)
+    pos = model.encoder.pos_embedding
+
+    def fresh():
+        built = small_vit(96).eval()
+        built.load_state_dict(TV_INTERPOLATE(96, 16, OrderedDict(model.state_dict())))
+        return built(x)
+
+    with torch.no_grad():
+        model(x)
+        pos.mul_(0.5)  # an in-place edit bumps the version counter: the cache is dropped
+        torch.testing.assert_close(model(x), fresh(), atol=1e-5, rtol=0)
+        pos.data.mul_(0)  # .data has its own counter: the cached table is stale ...
+        stale = model(x)
+        model.clear_cache()  # ... until the public clear_cache()
+        torch.testing.assert_close(model(x), fresh(), atol=1e-5, rtol=0)
+        assert not torch.allclose(stale, model(x))

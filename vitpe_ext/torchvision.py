@@ -172,6 +172,13 @@ def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
     return self.heads(x[:, 0])
 
 
+def _clear_cache(self) -> None:
+    """Drop the resized tables this model keeps for inference. Needed only
+    after writing the table through `.data` (encoder.pos_embedding.data...),
+    which bypasses the version counter the cache watches."""
+    self._vitpe_resizer.clear()
+
+
 def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvision",
                  mode: Optional[str] = None, align_corners: Optional[bool] = None,
                  antialias: Optional[bool] = None, cache: bool = True):
@@ -187,6 +194,11 @@ def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvis
     profile/mode/...: how to resize; the default "torchvision" profile gives
     what interpolate_embeddings would give for that size (bicubic,
     align_corners=True).
+
+    With gradients off, resized tables are cached per (grid, dtype, device)
+    and dropped when the table changes (optimizer steps, in-place edits,
+    load_state_dict), as in DynamicPosEmbed. A write through `.data` is not
+    seen: call model.clear_cache() after one.
     """
     from torchvision.models.vision_transformer import VisionTransformer
     if not isinstance(model, VisionTransformer):
@@ -201,4 +213,5 @@ def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvis
                                            align_corners=align_corners, antialias=antialias, cache=cache)
     model._process_input = types.MethodType(_dynamic_process_input, model)
     model.forward = types.MethodType(_dynamic_forward, model)
+    model.clear_cache = types.MethodType(_clear_cache, model)
     return model
