@@ -351,3 +351,31 @@ def test_nonfinite_values_propagate_like_cpu():
         xd = x.to(dtype)
         _assert_matches_cpu(interpolate_pos_embed(xd.cuda(), (8, 8)),
                             interpolate_pos_embed(xd, (8, 8)), "bicubic", f"non-finite {dtype}")
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+def test_nearest_scale_factor_follows_aten_cpu(mode):
+    """ATen's CPU and CUDA nearest kernels disagree for some explicit scale
+    factors (the 9x9 grid at (2.694, 2.049) is one: CUDA rounds the source
+    index through another float expression). vitpe uses ATen's CPU formula
+    on both devices, so its CUDA result is held to ATen CPU, bit for bit."""
+    import math
+    import random
+    rng = random.Random(0)
+    cases = [((9, 9), (2.694, 2.049))]
+    for _ in range(200):
+        old = (rng.randint(2, 20), rng.randint(2, 20))
+        cases.append((old, (rng.uniform(0.3, 4.0), rng.uniform(0.3, 4.0))))
+    aten_devices_differ = 0
+    for i, (old, sf) in enumerate(cases):
+        new = (math.floor(old[0] * sf[0]), math.floor(old[1] * sf[1]))
+        if min(new) < 1:
+            continue
+        kw = dict(new_size=new, old_size=old, mode=mode, scale_factor=sf)
+        x = _table(2, 1, old, 8, torch.float32, "contiguous", seed=i)
+        ours = interpolate_pos_embed(x, **kw)
+        aten_cpu = recipe_interpolate(x.cpu(), **kw)
+        assert torch.equal(ours.cpu(), aten_cpu), f"{mode} {old} -> {new} at {sf}: CUDA op differs from ATen CPU"
+        assert torch.equal(ours.cpu(), interpolate_pos_embed(x.cpu(), **kw))
+        aten_devices_differ += not torch.equal(recipe_interpolate(x, **kw).cpu(), aten_cpu)
+    print(f"{mode}: ATen CUDA differed from ATen CPU in {aten_devices_differ} of {len(cases)} cases")
