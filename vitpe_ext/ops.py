@@ -23,7 +23,8 @@ _check_call = torch.ops.vitpe.check_call.default
 # argument is checked for what it is; NumPy scalars and 0-d tensors are numbers.
 
 def _is_numpy_bool(value) -> bool:
-    return type(value).__name__ == "bool_"
+    kind = type(value)  # numpy.bool_ (named "bool" from NumPy 2 on); not an int, but truth-valued
+    return kind.__module__ == "numpy" and kind.__name__ in ("bool_", "bool")
 
 
 def _size(value, name: str):
@@ -260,8 +261,12 @@ def check_call(shape: Sequence[int], dtype: torch.dtype, device, new_size, old_s
     if None in sizes or None in new or (old is not None and None in old) \
             or (input_tokens is not None and tokens is None):
         return
-    _check_call(sizes, dtype, torch.device(device), tokens, new, old, num_prefix_tokens, mode,
-                align_corners, antialias, None if scale_factor is None else list(scale_factor))
+    # Straight to the C++ kernel: inside a fake kernel the tracer's modes
+    # would intercept the call (and log each expected error as a failure).
+    from torch.utils._python_dispatch import _disable_current_modes
+    with _disable_current_modes():
+        _check_call(sizes, dtype, torch.device(device), tokens, new, old, num_prefix_tokens, mode,
+                    align_corners, antialias, None if scale_factor is None else list(scale_factor))
 
 
 @torch.library.register_fake("vitpe::interpolate_pos_embed")
