@@ -125,3 +125,23 @@ def test_inductor_forward_and_backward():
     (want_grad,) = torch.autograd.grad(want, pos_embed)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(got_grad, want_grad)
+
+
+class ResizeTo(torch.nn.Module):
+    def forward(self, table, tokens):  # the new grid comes from the tokens' shape
+        return interpolate_pos_embed(table, (tokens.shape[1], tokens.shape[2]), mode="bicubic",
+                                     antialias=True)
+
+
+def test_export_dynamic_sizes_runs_at_other_sizes():
+    gen = torch.Generator().manual_seed(3)
+    table = make_table(1, 1 + 6 * 6, 8, torch.float32, "contiguous", gen)
+    grid_h, grid_w = torch.export.Dim("h", min=2, max=64), torch.export.Dim("w", min=2, max=64)
+    program = torch.export.export(ResizeTo(), (table, torch.empty(1, 9, 7)),
+                                  dynamic_shapes=(None, {1: grid_h, 2: grid_w}))
+    targets = [n.target for n in program.graph.nodes if n.op == "call_function"]
+    assert torch.ops.vitpe.interpolate_pos_embed.default in targets
+    assert torch.ops.vitpe.check_call.default not in targets  # validation runs at trace time only
+    for h, w in [(9, 7), (12, 4), (3, 30)]:
+        got = program.module()(table, torch.empty(1, h, w))
+        assert torch.equal(got, interpolate_pos_embed(table, (h, w), mode="bicubic", antialias=True))
