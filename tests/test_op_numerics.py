@@ -306,3 +306,31 @@ def test_plan_cache_is_keyed_and_thread_safe():
             where = (t, jobs[k][1], jobs[k][2], jobs[k][3])
             torch.testing.assert_close(got_out, out, msg=lambda m: f"{where}: {m}")
             torch.testing.assert_close(got_grad, grad, msg=lambda m: f"{where}: {m}")
+
+
+def test_plan_cache_is_bounded_by_bytes():
+    """Plans grow with the grid and the filter's width: shrinking a 1 x 2^21
+    grid to 1 x k with lanczos3 plans ~6*2^21/k taps per output, ~100 MB for
+    k = 1. Four such plans must not stay resident (the cache holds 32 MB at
+    most), where a cache bounded by count alone kept all four. RSS is read
+    in a fresh process so other tests' memory does not blur it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import torch, vitpe_ext
+        def rss_mb():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096 / 2**20
+        table = torch.randn(1, 2**21, 1)
+        vitpe_ext.interpolate_pos_embed(table, (1, 3), (1, 2**21), 0, mode="bilinear")  # warm up
+        before = rss_mb()
+        for k in (1, 2, 3, 4):
+            vitpe_ext.interpolate_pos_embed(table, (1, k), (1, 2**21), 0, mode="lanczos3")
+        print(rss_mb() - before)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    growth_mb = float(proc.stdout.split()[-1])
+    assert growth_mb < 64, f"RSS grew by {growth_mb:.0f} MB over four huge plans"
