@@ -145,3 +145,30 @@ def test_export_dynamic_sizes_runs_at_other_sizes():
     for h, w in [(9, 7), (12, 4), (3, 30)]:
         got = program.module()(table, torch.empty(1, h, w))
         assert torch.equal(got, interpolate_pos_embed(table, (h, w), mode="bicubic", antialias=True))
+
+
+class ScriptedResize(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pos_embed = torch.nn.Parameter(torch.randn(1, 1 + 5 * 5, 8))
+
+    def forward(self, h: int, w: int) -> torch.Tensor:
+        a = interpolate_pos_embed(self.pos_embed, [h, w], mode="bilinear", align_corners=True)
+        b = interpolate_pos_embed(self.pos_embed[0], h, 5, antialias=True, scale_factor=float(h) / 5.0 + 1e-6)
+        return a.sum() + b.sum()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated, still used
+def test_torchscript_of_a_module_calling_the_function():
+    module = ScriptedResize()
+    scripted = torch.jit.script(module)
+    for h, w in [(7, 9), (3, 3)]:
+        want = module(h, w)
+        want.backward()
+        want_grad, module.pos_embed.grad = module.pos_embed.grad.clone(), None
+        got = scripted(h, w)
+        got.backward()
+        assert torch.equal(got, want) and torch.equal(module.pos_embed.grad, want_grad)
+        module.pos_embed.grad = None
+    with pytest.raises(Exception, match="profile"):
+        torch.jit.script(lambda t: interpolate_pos_embed(t, 6, profile="timm"))(torch.randn(1, 17, 4))
