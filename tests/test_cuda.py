@@ -326,6 +326,21 @@ for _ in range(3):  # repeated: an error must leave the process healthy
         f(torch.zeros(1, 17, 8, dtype=torch.int32, device="cuda"), (6, 6))
     with pytest.raises(ValueError, match="grad_output has"):
         torch.ops.vitpe.interpolate_pos_embed_backward(x, 17, [5, 5])
+    # beyond the GPU's memory: refused before the caching allocator is asked
+    total = torch.cuda.get_device_properties(0).total_memory
+    with pytest.raises(ValueError, match=r"new_size \[65536, 65536\].*bytes.*memory of the device"):
+        f(torch.randn(1, 197, 768, device="cuda"), (2**16, 2**16))
+    with pytest.raises(ValueError, match="new_size"):
+        vitpe_ext.ops.check_call([1, 197, 768], torch.float32, "cuda", [2**16, 2**16])
+    # within the limit but not free: one line, no C++ backtrace
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(int(free * 0.9) // 4, device="cuda")
+    side = int(((free * 0.5) / (4 * 8)) ** 0.5)
+    try:
+        f(torch.randn(1, 1 + 4, 8, device="cuda"), (side, side))
+    except (RuntimeError, ValueError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        assert "\n" not in str(e).strip() and "Exception raised from" not in str(e), str(e)
+    del hog
 y = f(x, (6, 6))
 assert torch.equal(y.cpu(), f(x.cpu(), (6, 6)))
 print("ERRORS OK")
