@@ -54,6 +54,11 @@ def _factor(value, name: str) -> float:
 def _pair(value, name: str, kind: str = "ints") -> list:
     """One number or a pair of them (list, tuple, torch.Size, 1-D tensor or
     array) -> a two-element list; anything else ValueError."""
+    if kind == "ints":  # the common call, (h, w) or h as plain ints, without the checks below
+        if type(value) is int:
+            return [value, value]
+        if type(value) in (tuple, list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
+            return [value[0], value[1]]
     one = _size if kind == "ints" else _factor
     if isinstance(value, (list, tuple)) or (getattr(value, "ndim", None) == 1
                                             and type(value).__name__ in ("Tensor", "Parameter", "ndarray")):
@@ -78,6 +83,8 @@ def _flag(value, name: str) -> Optional[bool]:
 
 
 def _count(value, name: str) -> int:
+    if type(value) is int:
+        return value
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and not _is_numpy_bool(value):
         return int(value)
     raise ValueError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
@@ -175,13 +182,7 @@ def _interpolate(pos_embed: torch.Tensor, new_size: Union[int, List[int]],
     squeeze = pos_embed.dim() == 2
     if squeeze:
         pos_embed = pos_embed.unsqueeze(0)
-    if torch.compiler.is_compiling():
-        out = _forward(pos_embed, *args)
-    elif torch.is_grad_enabled() and pos_embed.requires_grad:
-        out = _EagerResize.apply(pos_embed, *args)
-    else:  # nothing to record: skip torch.library's Python autograd layer (~8 µs a call)
-        with torch._C._AutoDispatchBelowAutograd():
-            out = _forward(pos_embed, *args)
+    out = _forward(pos_embed, *args)
     return out.squeeze(0) if squeeze else out
 
 
@@ -209,31 +210,6 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
                                                 "bicubic" if mode is None else mode, align_corners,
                                                 False if antialias is None else antialias, factors)
     return out.squeeze(0) if squeeze else out
-
-
-class _EagerResize(torch.autograd.Function):
-    """The same autograd as the op's register_autograd below, for eager calls
-    that need gradients: a plain Function skips torch.library's generic Python
-    autograd wrapper, which cost 85 µs (CPU) to 230 µs (GPU host) per
-    forward+backward, more than the kernels. Compiled code uses the op's own
-    registration (dynamo traces it through the fake kernel)."""
-
-    @staticmethod
-    def forward(ctx, pos_embed, *resize):
-        ctx.input_tokens = pos_embed.shape[1]
-        ctx.resize = resize
-        with torch._C._AutoDispatchBelowAutograd():
-            return _forward(pos_embed, *resize)
-
-    @staticmethod
-    def backward(ctx, grad):
-        if torch.is_grad_enabled() and grad.requires_grad:
-            # create_graph: through the backward op's own autograd (double backward)
-            dinp = _backward(grad, ctx.input_tokens, *ctx.resize)
-        else:
-            with torch._C._AutoDispatchBelowAutograd():
-                dinp = _backward(grad, ctx.input_tokens, *ctx.resize)
-        return (dinp,) + (None,) * len(ctx.resize)
 
 
 # -- fake kernels: shapes, after the op's own checks ----------------------------
@@ -288,26 +264,57 @@ def _backward_fake(grad_output, input_tokens, new_size, old_size=None, num_prefi
 
 
 # -- autograd: the map is linear, so each op's derivative is the other op -------
+# Registered as the ops' Autograd kernels, so torch.ops.vitpe.* and the public
+# function take the same path. Not torch.library.register_autograd: its
+# generic wrapper (setup_context, output wrapping) cost 40-45 us per
+# forward+backward on this CPU, more than the kernels of a ViT-B table.
 
-def _forward_setup(ctx, inputs, output):
-    pos_embed, *resize = inputs
-    ctx.input_tokens = pos_embed.shape[1]
-    ctx.resize = resize  # new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor
+class _Resize(torch.autograd.Function):
+    """interpolate_pos_embed with its derivative, the backward op."""
+
+    @staticmethod
+    def forward(ctx, pos_embed, *resize):
+        ctx.input_tokens = pos_embed.shape[1]
+        ctx.resize = resize  # new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor
+        with torch._C._AutoDispatchBelowAutograd():
+            return _forward(pos_embed, *resize)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_backward_autograd(grad, ctx.input_tokens, *ctx.resize),) + (None,) * len(ctx.resize)
 
 
-def _forward_grad(ctx, grad):
-    return (_backward(grad, ctx.input_tokens, *ctx.resize),) + (None,) * len(ctx.resize)
+class _ResizeAdjoint(torch.autograd.Function):
+    """interpolate_pos_embed_backward with its derivative, the forward op."""
+
+    @staticmethod
+    def forward(ctx, grad_output, input_tokens, *resize):
+        ctx.resize = resize
+        with torch._C._AutoDispatchBelowAutograd():
+            return _backward(grad_output, input_tokens, *resize)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_forward_autograd(grad, *ctx.resize), None) + (None,) * len(ctx.resize)
 
 
-def _backward_setup(ctx, inputs, output):
-    _, _, *resize = inputs
-    ctx.resize = resize
+# The Autograd kernels. Called directly by the Functions' backward (a
+# dispatcher round trip costs ~10 us): under create_graph they record the
+# other op's Function (double backward), otherwise they run below autograd.
+def _forward_autograd(pos_embed, *resize):
+    if torch.is_grad_enabled() and pos_embed.requires_grad:
+        return _Resize.apply(pos_embed, *resize)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _forward(pos_embed, *resize)
 
 
-def _backward_grad(ctx, grad):
-    return (_forward(grad, *ctx.resize), None) + (None,) * len(ctx.resize)
+def _backward_autograd(grad_output, input_tokens, *resize):
+    if torch.is_grad_enabled() and grad_output.requires_grad:
+        return _ResizeAdjoint.apply(grad_output, input_tokens, *resize)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _backward(grad_output, input_tokens, *resize)
 
 
-torch.library.register_autograd("vitpe::interpolate_pos_embed", _forward_grad, setup_context=_forward_setup)
-torch.library.register_autograd("vitpe::interpolate_pos_embed_backward", _backward_grad,
-                                setup_context=_backward_setup)
+_library = torch.library.Library("vitpe", "IMPL")
+_library.impl("interpolate_pos_embed", _forward_autograd, "Autograd")
+_library.impl("interpolate_pos_embed_backward", _backward_autograd, "Autograd")
