@@ -73,6 +73,8 @@ typedef struct vitpe_axis {
     int32_t opmath_double;     /* 1: index/weight math in double (float64 data), 0: in float */
     double scale_factor;       /* > 0: the user's F.interpolate scale_factor for this axis,
                                   used for the coordinate mapping (recompute_scale_factor=False);
+                                  it must give this axis's sizes, floor(in_size * scale_factor)
+                                  == out_size, as F.interpolate's does (else VITPE_EINVAL);
                                   0: none, the mapping uses in_size / out_size */
 } vitpe_axis;
 
@@ -112,7 +114,8 @@ typedef struct vitpe_io {
 const char *vitpe_status_str(int status);
 const char *vitpe_mode_name(int mode);
 
-/* Checks one axis: sizes >= 1, flags legal for the mode (as F.interpolate). */
+/* Checks one axis: sizes >= 1, flags legal for the mode, scale_factor 0 or one
+ * that gives out_size (as F.interpolate). */
 int vitpe_axis_check(const vitpe_axis *axis);
 
 /* Computes table widths and byte offsets of a plan; no allocation. */

@@ -45,6 +45,11 @@ int vitpe_axis_check(const vitpe_axis *ax) {
     if (ax->align_corners && !interpolating) return VITPE_EINVAL;
     if (ax->antialias && !interpolating && ax->mode != VITPE_MODE_LANCZOS3) return VITPE_EINVAL;
     if (!(ax->scale_factor >= 0.0) || ax->scale_factor > 1e300) return VITPE_EINVAL; /* NaN too */
+    /* F.interpolate makes floor(in * scale_factor) outputs; a scale_factor
+     * that disagrees maps outputs past the input (or, tiny, to an infinite
+     * scale in float), where the tap math leaves int64 and the tables break */
+    if (ax->scale_factor > 0.0 && floor((double)ax->in_size * ax->scale_factor) != (double)ax->out_size)
+        return VITPE_EINVAL;
     return VITPE_OK;
 }
 

@@ -1021,6 +1021,12 @@ static void errors(void) {
         {"scale_factor NaN", 4, 8, VITPE_MODE_BILINEAR, 0, 0, NAN, VITPE_EINVAL},
         {"scale_factor -2", 4, 8, VITPE_MODE_BILINEAR, 0, 0, -2.0, VITPE_EINVAL},
         {"scale_factor inf", 4, 8, VITPE_MODE_BILINEAR, 0, 0, INFINITY, VITPE_EINVAL},
+        /* a scale_factor must give the sizes, floor(in * sf) == out, as in F.interpolate:
+           one that does not once passed, and its taps left int64 (UB) or the input */
+        {"scale_factor 1e-30 (floor(4 * sf) = 0, not 8)", 4, 8, VITPE_MODE_NEAREST, 0, 0, 1e-30, VITPE_EINVAL},
+        {"scale_factor 1e-300 with lanczos3", 4, 8, VITPE_MODE_LANCZOS3, 0, 0, 1e-300, VITPE_EINVAL},
+        {"scale_factor 0.1 with antialias (floor(4 * sf) = 0, not 3)", 4, 3, VITPE_MODE_BICUBIC, 0, 1, 0.1, VITPE_EINVAL},
+        {"scale_factor 3 on 4 -> 8 (floor(4 * sf) = 12)", 4, 8, VITPE_MODE_BILINEAR, 0, 0, 3.0, VITPE_EINVAL},
         {"in_size over the limit", LIM + 1, 8, VITPE_MODE_BILINEAR, 0, 0, 0, VITPE_EOVERFLOW},
         {"out_size over the limit", 8, LIM + 1, VITPE_MODE_NEAREST, 0, 0, 0, VITPE_EOVERFLOW},
         {"out_size INT64_MAX", 8, INT64_MAX, VITPE_MODE_AREA, 0, 0, 0, VITPE_EOVERFLOW},
@@ -1029,6 +1035,7 @@ static void errors(void) {
         {"align_corners+antialias with bicubic", 8, 3, VITPE_MODE_BICUBIC, 1, 1, 0, VITPE_OK},
         {"antialias with lanczos3", 8, 3, VITPE_MODE_LANCZOS3, 0, 1, 0, VITPE_OK},
         {"scale_factor 2 with nearest", 4, 8, VITPE_MODE_NEAREST, 0, 0, 2.0, VITPE_OK},
+        {"scale_factor 2.2 on 4 -> 8 (floor(8.8) = 8)", 4, 8, VITPE_MODE_BICUBIC, 0, 1, 2.2, VITPE_OK},
     };
     for (size_t i = 0; i < sizeof axes / sizeof axes[0]; i++) {
         vitpe_axis ax;
