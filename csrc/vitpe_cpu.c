@@ -160,9 +160,9 @@ typedef uint32_t vitpe_u32x8_u __attribute__((vector_size(32), aligned(1), may_a
 #define vitpe__bf16w_to_f32(w) ((vitpe_f32x8)(w))
 #define vitpe__f32_to_bf16v(f) vitpe__f32_to_bf16_lanes((vitpe_u32x8)(f))
 #define vitpe__f32_to_bf16_lanes(u)                                                        \
-    ((vitpe_u32x8)((vitpe_i32x8)((u) & 0x7fffffffu) > 0x7f800000) & (((u) >> 16) | 0x40u)) | \
-        (~(vitpe_u32x8)((vitpe_i32x8)((u) & 0x7fffffffu) > 0x7f800000) &                   \
-         (((u) + 0x7fffu + (((u) >> 16) & 1u)) >> 16))
+    (((vitpe_u32x8)((vitpe_i32x8)((u) & 0x7fffffffu) > 0x7f800000) & (((u) >> 16) | 0x40u)) | \
+     (~(vitpe_u32x8)((vitpe_i32x8)((u) & 0x7fffffffu) > 0x7f800000) &                      \
+      (((u) + 0x7fffu + (((u) >> 16) & 1u)) >> 16)))
 #define vitpe__ld2_bf16(p, a, b) vitpe__ld2_halves(p, a, b, vitpe__bf16w_to_f32)
 #define vitpe__st2_bf16(p, a, b) vitpe__st2_halves(p, a, b, vitpe__f32_to_bf16v)
 
