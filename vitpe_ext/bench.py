@@ -45,6 +45,7 @@ import argparse
 import ctypes
 import gc
 import json
+import math
 import os
 import platform
 import statistics
@@ -567,9 +568,18 @@ def main(argv: Optional[List[str]] = None) -> int:
             print("vitpe bench: --threads must be >= 1", file=sys.stderr)
             return 2
         torch.set_num_threads(args.threads)
-    if args.repeats < 1 or not args.min_time > 0:
-        print("vitpe bench: --repeats must be >= 1 and --min-time > 0", file=sys.stderr)
+    if args.repeats < 1 or not (math.isfinite(args.min_time) and args.min_time > 0):
+        print(f"vitpe bench: --repeats must be >= 1 and --min-time a positive finite number of seconds "
+              f"(got --repeats {args.repeats}, --min-time {args.min_time})", file=sys.stderr)
         return 2
+    if args.json:  # checked now, not after minutes of timing
+        folder = os.path.dirname(os.path.abspath(args.json))
+        why = ("is a directory" if os.path.isdir(args.json) else
+               f"no such directory {folder}" if not os.path.isdir(folder) else
+               f"cannot write in {folder}" if not os.access(folder, os.W_OK) else None)
+        if why:
+            print(f"vitpe bench: --json {args.json}: {why}", file=sys.stderr)
+            return 2
     info = machine_info(args.device)
     info["malloc"] = steady_malloc() if args.malloc == "steady" else "default"
     timer = Timer(args.device, args.min_time, args.repeats)
