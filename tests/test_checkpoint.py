@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import vitpe_ext  # noqa: F401  (loads the op)
+from vitpe_ext.atomic import OutputError, write_atomic
 from vitpe_ext.checkpoint import (Checkpoint, CheckpointError, describe, load_checkpoint, parse_pair,
-                                  save_checkpoint, select_keys, write_atomic)
+                                  save_checkpoint, select_keys)
 from vitpe_ext.sincos import get_2d_sincos_pos_embed, match_sincos, sincos_2d_resampled
 
 DIM = 16
@@ -334,10 +335,10 @@ def test_write_atomic_leaves_nothing_on_failure(tmp_path):
     def fail(f):
         f.write(b"partial bytes")
         raise OSError(28, "No space left on device")
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError, match="out.pth: write failed: No space left on device"):
         write_atomic(out, fail)
     assert list(tmp_path.iterdir()) == []
     out.write_bytes(b"old")
-    with pytest.raises(OSError):
-        write_atomic(out, fail)
+    with pytest.raises(OutputError, match="No space left on device"):
+        write_atomic(out, fail, overwrite=True)
     assert out.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.pth"]

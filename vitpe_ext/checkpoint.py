@@ -1,12 +1,15 @@
 """Checkpoints for the CLI: load them without running code, find the
-position-embedding table(s), work out their layout, resize, save atomically.
+position-embedding table(s), work out their layout, save them atomically in
+the format OUT's extension names (vitpe_ext/resizing.py resizes the tables).
 
 Loading never executes a pickle: torch files go through
 `torch.load(weights_only=True)` (tensors and plain containers only) and
 safetensors files through `safetensors`. The loaded object is kept as it was
 (a bare state dict, or one nested under "model"/"state_dict"/..., keys with or
 without "module."), and only the resized tensors are replaced in it, so every
-other entry is written back bit for bit in the same structure.
+other entry is written back bit for bit in the same structure (a safetensors
+OUT holds only a flat dict of tensors: anything else is refused before
+writing).
 
 Keys are addressed as paths through nested dicts: ("model", "pos_embed"),
 shown as "model/pos_embed"; a bare state dict's keys are shown as they are.
@@ -15,16 +18,17 @@ Every problem the user can fix raises CheckpointError with a one-line message.
 """
 from __future__ import annotations
 
+import json
 import math
-import os
 import struct
-import tempfile
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
+
+from .atomic import write_atomic
 
 Key = Tuple[Any, ...]
 Pair = Tuple[int, int]
@@ -50,16 +54,33 @@ def format_pair(pair: Sequence[int]) -> str:
 
 # -- loading ---------------------------------------------------------------------
 
+SAFETENSORS_MAX_HEADER = 100 << 20  # the safetensors library refuses larger headers
+
+
 def sniff_format(path: Path) -> Optional[str]:
-    """'torch-zip', 'torch-legacy', 'safetensors' or None, from the first bytes."""
+    """'torch-zip', 'torch-legacy', 'safetensors' or None, from the content.
+
+    safetensors is recognised by its header (a u64 little-endian length, then
+    that many bytes of JSON) before anything else: the length's low byte can
+    be 0x80 (a 640-byte header), which is also how a pickle stream starts."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(9)
+        if len(head) == 9 and head[8:9] == b"{":
+            header_len = struct.unpack("<Q", head[:8])[0]
+            if 2 <= header_len <= SAFETENSORS_MAX_HEADER:
+                if 8 + header_len > size:
+                    return "safetensors"  # truncated: the loader says so
+                f.seek(8)
+                with suppress(ValueError, UnicodeDecodeError):
+                    if isinstance(json.loads(f.read(header_len)), dict):
+                        return "safetensors"
     if head[:4] == b"PK\x03\x04":
         return "torch-zip"  # torch.save's default format since 1.6
     if head[:1] == b"\x80":
         return "torch-legacy"  # a bare pickle stream (protocol >= 2)
-    if len(head) == 9 and head[8:9] == b"{":
-        return "safetensors"  # u64 little-endian header length, then JSON
+    if head[8:9] == b"{":
+        return "safetensors"  # a corrupt header: the loader says so
     return None
 
 
@@ -114,6 +135,8 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a regular file (a device, FIFO or socket), not a checkpoint")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file, not a checkpoint")
     fmt = sniff_format(path)
@@ -180,39 +203,86 @@ def _load_safetensors(path: Path) -> Checkpoint:
 
 # -- saving ----------------------------------------------------------------------
 
-def write_atomic(out_path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in OUT's folder, then os.replace.
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
-    A reader (or a crash) never sees a partial OUT: either the old state or
-    the complete new file. The temporary file is removed on any failure.
-    """
-    out_path = Path(out_path)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".vitpe-tmp")
+
+def output_format(path) -> str:
+    """'safetensors' or 'torch', from OUT's extension: the output format follows
+    OUT's name, whatever IN was."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".safetensors":
+        return "safetensors"
+    if suffix in TORCH_SUFFIXES:
+        return "torch"
+    what = f"unknown output extension {suffix}" if suffix else "no output extension"
+    raise CheckpointError(f"{path}: {what}; the format follows OUT's extension: .safetensors, or "
+                          f"{'/'.join(TORCH_SUFFIXES)} for torch.save")
+
+
+def _safetensors_problems(ckpt: Checkpoint) -> List[str]:
+    """What of the loaded object a safetensors file cannot hold (a flat dict of named dense tensors)."""
+    problems = []
+    for name, value in ckpt.obj.items():
+        if not isinstance(name, str):
+            problems.append(f"{name!r} ({type(name).__name__} key)")
+        elif isinstance(value, dict):
+            problems.append(f"{name}/ (nested dict)")
+        elif not isinstance(value, torch.Tensor):
+            problems.append(f"{name} ({type(value).__name__})")
+        elif value.layout != torch.strided:
+            problems.append(f"{name} ({str(value.layout).replace('torch.', '')} tensor)")
+    return problems
+
+
+def check_storable(ckpt: Checkpoint, out_path) -> None:
+    """Refuse, before anything is written, a conversion the output format cannot represent."""
+    if output_format(out_path) != "safetensors":
+        return
+    problems = _safetensors_problems(ckpt)
+    if problems:
+        shown = ", ".join(problems[:4]) + (f" and {len(problems) - 4} more" if len(problems) > 4 else "")
+        raise CheckpointError(f"{out_path}: safetensors holds only a flat dict of named tensors, and {ckpt.path} "
+                              f"also has {shown}; write a .pth/.pt/.bin instead (or save the state dict alone)")
+
+
+def _safetensors_bytes(ckpt: Checkpoint, out_path) -> bytes:
+    from safetensors.torch import save as safetensors_bytes
+    check_storable(ckpt, out_path)
+    tensors, storages = {}, set()
+    for name, value in ckpt.obj.items():
+        # safetensors stores each tensor's own bytes: tied weights (one storage), views and
+        # non-contiguous tensors are stored as copies
+        ptr = value.untyped_storage().data_ptr()
+        if (ptr in storages or not value.is_contiguous()
+                or value.untyped_storage().nbytes() != value.numel() * value.element_size()):
+            value = value.clone(memory_format=torch.contiguous_format)
+        if value.numel():
+            storages.add(ptr)
+        tensors[name] = value
+    metadata = ckpt.metadata if ckpt.format == "safetensors" else {"format": "pt"}
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        return safetensors_bytes(tensors, metadata=metadata)
+    except Exception as exc:  # e.g. a dtype safetensors has no code for
+        raise CheckpointError(f"{out_path}: cannot be stored as safetensors: "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
-def save_checkpoint(ckpt: Checkpoint, out_path) -> None:
-    """Save in the format it was loaded from."""
-    if ckpt.format == "safetensors":
-        from safetensors.torch import save as safetensors_bytes
+def save_checkpoint(ckpt: Checkpoint, out_path, overwrite: bool = False) -> None:
+    """Save in the format OUT's extension names; a torch file loaded in the
+    legacy (pre-1.6) format stays legacy. Raises CheckpointError before
+    writing when the format cannot hold the checkpoint, OutputError when OUT
+    cannot be written."""
+    if output_format(out_path) == "safetensors":
+        data = _safetensors_bytes(ckpt, out_path)
 
         def write(f):
-            f.write(safetensors_bytes(ckpt.obj, metadata=ckpt.metadata))
+            f.write(data)
     else:
         legacy = ckpt.format == "torch-legacy"
 
         def write(f):
             torch.save(ckpt.obj, f, _use_new_zipfile_serialization=not legacy)
-    write_atomic(out_path, write)
+    write_atomic(out_path, write, overwrite=overwrite)
 
 
 # -- finding the embedding -------------------------------------------------------
@@ -383,6 +453,9 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
                               f"or (tokens, dim) position-embedding table")
     if not table.is_floating_point():
         raise CheckpointError(f"{ckpt.path}: {name} is {table.dtype}, not a floating-point table")
+    if table.numel() == 0:
+        raise CheckpointError(f"{ckpt.path}: {name} has shape {tuple(table.shape)}: an empty table "
+                              f"({'0 channels' if table.shape[-1] == 0 else 'batch of 0'}), nothing to resize")
     tokens = table.shape[-2]
 
     matched = _match_family(key[-1])
@@ -409,6 +482,13 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
             raise CheckpointError(f"{ckpt.path}: --old-grid {format_pair(old_grid)}"
                                   f"{'' if prefix_tokens is None else f' with --prefix-tokens {prefix_tokens}'}"
                                   f" needs {want} tokens, but {name} has {tokens}")
+        hints = _prefix_hints(ckpt, key, family, model_prefix)
+        if prefix_tokens is None and hints and prefix not in hints:
+            counts = " or ".join(map(str, hints))
+            raise CheckpointError(f"{ckpt.path}: --old-grid {format_pair(old_grid)} leaves {prefix} prefix tokens "
+                                  f"in {name} ({tokens} tokens), but this {family_name} table has {counts}; "
+                                  f"check --old-grid (or pass --prefix-tokens {prefix} if the table really has "
+                                  f"that many)")
         grid = tuple(old_grid)
     elif prefix_tokens is not None:
         if not 0 <= prefix_tokens < tokens or not _is_square(tokens - prefix_tokens):
@@ -478,103 +558,3 @@ def nonfinite_summary(table: torch.Tensor, prefix: int) -> Optional[str]:
     if any(t < prefix for t in tokens):
         where += f" (tokens < {prefix} are prefix tokens)"
     return f"{nan} NaN, {inf} Inf in {where}"
-
-
-# -- resizing --------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Method:
-    """How to resize: a library profile, explicit op settings, or (for fixed
-    sin-cos tables) regeneration at the new grid."""
-    profile: Optional[str] = None
-    mode: Optional[str] = None
-    align_corners: Optional[bool] = None
-    antialias: Optional[bool] = None
-    sincos: bool = False
-
-    def resolved(self) -> Dict[str, Any]:
-        """The settings that will run: mode, align_corners, antialias (+ profile extras)."""
-        if self.sincos:
-            return {"sincos": True}
-        if self.profile is not None:
-            from .profiles import resolve
-            try:
-                return resolve(self.profile, self.mode, self.align_corners, self.antialias, None).settings()
-            except ValueError as exc:
-                raise CheckpointError(str(exc)) from None
-        return {"mode": self.mode or "bicubic", "align_corners": self.align_corners,
-                "antialias": bool(self.antialias)}
-
-    @property
-    def label(self) -> str:
-        if self.sincos:
-            return "sincos regenerated"
-        settings = self.resolved()
-        text = settings["mode"]
-        if settings.get("align_corners"):
-            text += " ac"
-        if settings.get("antialias"):
-            text += " aa"
-        if settings.get("scale_offset"):
-            text += f" +{settings['scale_offset']:g}"
-        if settings.get("compute_dtype"):
-            text += f" ({settings['compute_dtype']})"
-        return f"{self.profile}: {text}" if self.profile else text
-
-    def apply(self, table: torch.Tensor, new_grid: Pair, old_grid: Pair, prefix: int) -> torch.Tensor:
-        if self.sincos:
-            return regenerate_sincos(table, new_grid, old_grid, prefix)
-        from . import interpolate_pos_embed
-        try:
-            return interpolate_pos_embed(table, new_grid, old_grid, prefix, mode=self.mode,
-                                         align_corners=self.align_corners, antialias=self.antialias,
-                                         profile=self.profile)
-        except ValueError as exc:  # the op's argument checks: a clear message already
-            raise CheckpointError(str(exc).splitlines()[0]) from None
-
-
-def regenerate_sincos(table: torch.Tensor, new_grid: Pair, old_grid: Pair, prefix: int) -> torch.Tensor:
-    """The fixed sin-cos table built anew at new_grid (no interpolation).
-
-    Refuses a table that is not sin-cos at old_grid: replacing learned values
-    would silently throw the training away. Prefix rows are kept (MAE's class
-    row is zeros)."""
-    import numpy as np
-
-    from .sincos import get_2d_sincos_pos_embed, match_sincos
-    tokens, dim = table.shape[-2], table.shape[-1]
-    rows = table.reshape(-1, tokens, dim)
-    variant, diff = match_sincos(rows[0, prefix:].double().numpy(), old_grid)
-    if variant is None:
-        raise CheckpointError(f"--sincos: the table is not a fixed 2-D sin-cos table at grid "
-                              f"{format_pair(old_grid)} (max difference {diff:.3g} to the closest variant); "
-                              f"interpolate it instead (drop --sincos)")
-    grid = torch.from_numpy(np.ascontiguousarray(get_2d_sincos_pos_embed(dim, new_grid, variant=variant)))
-    grid = grid.to(table.dtype).expand(rows.shape[0], -1, -1)
-    out = torch.cat([rows[:, :prefix], grid], dim=1).contiguous()
-    return out.reshape(*table.shape[:-2], out.shape[-2], dim)
-
-
-@dataclass
-class Change:
-    key: Key
-    old_shape: Tuple[int, ...]
-    new: torch.Tensor
-
-
-def plan_resize(ckpt: Checkpoint, emb: Embedding, new_grid: Pair, method: Method,
-                allow_nonfinite: bool = False) -> List[Change]:
-    """The tensors to replace (the table, and any position_ids buffer)."""
-    table = ckpt.get(emb.key)
-    bad = nonfinite_summary(table, emb.prefix_tokens)
-    if bad and not allow_nonfinite:
-        raise CheckpointError(f"{ckpt.path}: {emb.name} has non-finite values ({bad}); interpolation would "
-                              f"spread them to their neighbours; fix the checkpoint (or pass --allow-nonfinite)")
-    new = method.apply(table, new_grid, emb.grid, emb.prefix_tokens)
-    assert new.dtype == table.dtype, (new.dtype, table.dtype)  # every path casts back
-    changes = [Change(emb.key, tuple(table.shape), new)]
-    for key in emb.extras:  # position_ids: arange(L) with L the new token count
-        ids = ckpt.get(key)
-        fresh = torch.arange(new.shape[-2], dtype=ids.dtype).reshape(*ids.shape[:-1], new.shape[-2])
-        changes.append(Change(key, tuple(ids.shape), fresh))
-    return changes

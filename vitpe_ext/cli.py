@@ -7,8 +7,10 @@
     vitpe bench ...                          the benchmark (vitpe_ext/bench.py)
 
 A problem with the input (missing file, no embedding key, a size that is not a
-multiple of the patch, ...) ends the process with status 1 and one line on
-stderr; nothing is written then.
+multiple of the patch, an OUT that must not be written, ...) ends the process
+with status 1 and one line on stderr (status 2 for a malformed command line);
+nothing is written then. SIGINT/SIGTERM/SIGHUP remove any temporary file and
+end with status 128 + the signal's number and one line.
 """
 from __future__ import annotations
 
@@ -17,13 +19,17 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Set
 
 import torch  # noqa: F401  (load libtorch before vitpe_ext._C)
 
-from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, Method, NoEmbeddingKey,
+from .atomic import Interrupted, OutputError, check_output, cleanup_on_signals, sweep_stale_temps, write_atomic
+from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, NoEmbeddingKey, check_storable,
                          describe, find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
-                         nonfinite_summary, parse_pair, plan_resize, save_checkpoint, select_keys, write_atomic)
+                         nonfinite_summary, output_format, parse_pair, save_checkpoint, select_keys)
+from .resizing import Method, plan_resize
+
+USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
 
 MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
 
@@ -99,23 +105,29 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _check_output(src: Path, out: Path, force: bool, dry_run: bool = False) -> None:
-    if _same_file(src, out):
-        raise CheckpointError(f"{out}: is the input file; write the result to another path")
-    if out.is_dir():
-        raise CheckpointError(f"{out}: is a directory; give the output file's name")
-    if out.exists() and not force:
-        raise CheckpointError(f"{out}: exists; pass --force to overwrite it")
-    if not dry_run and not out.parent.is_dir():
-        raise CheckpointError(f"{out.parent}: no such directory for the output")
+def _note(command: str, line: str) -> None:
+    print(f"vitpe {command}: note: {line}", file=sys.stderr)
 
 
-def resize_file(src: Path, out: Path, args, log=print) -> None:
+def _sweep(folder: Path, swept: Set[Path]) -> None:
+    """Report (and remove, when provably stale) temporary files that a killed run left in folder."""
+    if folder in swept:
+        return
+    swept.add(folder)
+    for line in sweep_stale_temps(folder):
+        _note("resize", line)
+
+
+def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]] = None) -> None:
     """Resize one checkpoint file (or only plan it with --dry-run)."""
     if not src.exists():
         raise CheckpointError(f"{src}: no such file")
-    _check_output(src, out, args.force, args.dry_run)
+    if _same_file(src, out):
+        raise CheckpointError(f"{out}: is the input file; write the result to another path")
+    check_output(out, args.force, need_folder=not args.dry_run)
+    fmt = output_format(out)
     ckpt, embs = _load_tables(src, args)
+    check_storable(ckpt, out)
     changes = []
     for emb in embs:
         new_grid = new_grid_for(emb, args.image_size, src)
@@ -125,22 +137,30 @@ def resize_file(src: Path, out: Path, args, log=print) -> None:
         if new_grid == emb.grid:
             log(f"{src}: {emb.name} {tuple(emb.shape)}: already grid {format_pair(new_grid)} ({layout}); unchanged")
             continue
-        planned = plan_resize(ckpt, emb, new_grid, method, allow_nonfinite=args.allow_nonfinite)
-        log(f"{src}: {emb.name} {tuple(emb.shape)} -> {tuple(planned[0].new.shape)}: grid "
+        planned = plan_resize(ckpt, emb, new_grid, method, allow_nonfinite=args.allow_nonfinite,
+                              compute=not args.dry_run)
+        log(f"{src}: {emb.name} {tuple(emb.shape)} -> {planned[0].new_shape}: grid "
             f"{format_pair(emb.grid)} -> {format_pair(new_grid)} ({layout}); {method.label}")
         for change in planned[1:]:
-            log(f"{src}: {key_name(change.key)} {change.old_shape} -> {tuple(change.new.shape)} (arange)")
+            log(f"{src}: {key_name(change.key)} {change.old_shape} -> {change.new_shape} (arange)")
         changes += planned
         if emb.family.startswith("hf"):
             log(f"note: transformers reads the image size from config.json: set \"image_size\": "
                 f"{args.image_size[0] if args.image_size[0] == args.image_size[1] else list(args.image_size)} there")
+    source_kind = "safetensors" if ckpt.format == "safetensors" else "torch"
+    converted = f", converted from {source_kind}" if fmt != source_kind else ""
+    if fmt == "torch" and ckpt.format == "safetensors" and set(ckpt.metadata or {}) - {"format"}:
+        log(f"note: a torch file has no place for the safetensors metadata of {src} "
+            f"({', '.join(sorted(ckpt.metadata))}); it is not kept")
     if args.dry_run:
-        log(f"dry run: would write {out}" if changes else f"dry run: nothing to change, would copy to {out}")
+        log(f"dry run: would write {out} ({fmt}{converted})" if changes else
+            f"dry run: nothing to change, would copy to {out} ({fmt}{converted})")
         return
     for change in changes:
         ckpt.set(change.key, change.new)
-    save_checkpoint(ckpt, out)
-    log(f"wrote {out}")
+    _sweep(out.parent, swept if swept is not None else set())
+    save_checkpoint(ckpt, out, overwrite=args.force)
+    log(f"wrote {out} ({fmt}{converted})")
 
 
 class Progress:
@@ -162,6 +182,17 @@ class Progress:
         self.stream.flush()
 
 
+def _makedirs(path: Path, made: List[Path]) -> None:
+    """mkdir -p, remembering the folders it made (to remove them if they stay empty)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        folder.mkdir()
+        made.append(folder)
+
+
 def resize_dir(src: Path, out: Path, args) -> int:
     if _same_file(src, out):
         raise CheckpointError(f"{out}: is the input directory; write the results to another directory")
@@ -173,39 +204,50 @@ def resize_dir(src: Path, out: Path, args) -> int:
                    and out_resolved not in p.resolve().parents)
     if not files:
         raise CheckpointError(f"{src}: no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) in this directory")
-    made_out = not out.exists()
-    if not args.dry_run:
-        out.mkdir(parents=True, exist_ok=True)
+    made: List[Path] = []
+    try:
+        return _resize_files(src, out, files, args, made)
+    finally:
+        for folder in reversed(made):  # never leave an empty OUT behind (all failed, or interrupted)
+            if not any(folder.iterdir()):
+                folder.rmdir()
+
+
+def _resize_files(src: Path, out: Path, files: List[Path], args, made: List[Path]) -> int:
     progress = Progress(len(files))
     failed, copied = [], []
     notes: List[str] = []
+    swept: Set[Path] = set()
     for path in files:
         target = out / path.relative_to(src)
         try:
             if not args.dry_run:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                _makedirs(target.parent, made)
             try:
-                resize_file(path, target, args, log=notes.append)
+                resize_file(path, target, args, log=notes.append, swept=swept)
             except NoEmbeddingKey:
                 # e.g. the other shards of a sharded checkpoint: copied unchanged at the end
                 copied.append((path, target))
-        except CheckpointError as exc:
+        except USER_ERRORS as exc:
             failed.append(str(exc))
         except OSError as exc:
             failed.append(f"{path}: {exc}")
         progress.step(path.name)
     if len(copied) == len(files):
-        if made_out and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
-            shutil.rmtree(out)  # only the empty folders made above
         raise CheckpointError(f"{src}: none of its {len(files)} checkpoint files has a position-embedding key; "
                               f"pass --key")
     for path, target in copied:
         try:
+            if _same_file(path, target):
+                raise CheckpointError(f"{target}: is the input file {path}; write the results to another directory")
             if not args.dry_run:
+                _sweep(target.parent, swept)
                 with open(path, "rb") as f:
-                    write_atomic(target, lambda g: shutil.copyfileobj(f, g, 1 << 20))
+                    write_atomic(target, lambda g: shutil.copyfileobj(f, g, 1 << 20), overwrite=args.force)
             notes.append(f"{path}: no position-embedding key; {'would copy' if args.dry_run else 'copied'} "
                          f"unchanged to {target}")
+        except USER_ERRORS as exc:
+            failed.append(str(exc))
         except OSError as exc:
             failed.append(f"{path}: {exc}")
     for line in notes:
@@ -285,8 +327,9 @@ def cmd_inspect(args) -> int:
 
 def cmd_plot(args) -> int:
     from .demo import DEMO_METHODS
-    from .plot import plot_resize
+    from .plot import check_plot_output, plot_resize
 
+    check_plot_output(args.output)  # before any work
     ckpt, embs = _load_tables(Path(args.checkpoint), args)
     emb = embs[0]
     if args.image_size is not None:
@@ -309,11 +352,18 @@ def cmd_plot(args) -> int:
 
 # -- parser and entry point ------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the message and where the usage is."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vitpe", description="Resize, inspect and plot Vision Transformer position embeddings.",
-        epilog="vitpe bench --help: the benchmark. Checkpoints: .pth/.pt/.bin (loaded with "
-               "torch.load(weights_only=True), never executing a pickle) and .safetensors.")
+        epilog="Checkpoints: .pth/.pt/.bin/.ckpt (loaded with torch.load(weights_only=True), never executing a "
+               "pickle) and .safetensors; an output's format follows its extension.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("resize", help="resize a checkpoint's position embedding to a new image size",
@@ -358,28 +408,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="vitpe-demo.png", metavar="PNG", help="the plot (default %(default)s)")
     p.add_argument("--no-forward", action="store_true", help="skip the forward pass")
     p.add_argument("--no-plot", action="store_true", help="skip the plot")
+    p.add_argument("--num-heads", type=int, metavar="N",
+                   help="attention heads of CKPT's model, for the forward pass (default: a num_heads/"
+                        "num_attention_heads entry in CKPT, else torchvision's for that width)")
     _add_layout_args(p)
     p.set_defaults(run=lambda args: __import__("vitpe_ext.demo", fromlist=["run"]).run(args))
+
+    # listed for --help; main() hands its arguments to vitpe_ext.bench unparsed
+    sub.add_parser("bench", add_help=False, help="verify, then time the op against the anchors (vitpe bench --help)")
     return parser
+
+
+def _interrupted(command: str, exc: Interrupted) -> int:
+    print(f"vitpe {command}: interrupted by {exc}; no partial output left", file=sys.stderr)
+    return 128 + exc.signum
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "bench":
-        from .bench import main as bench_main  # lazy: the benchmark pulls in more
-        return bench_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except CheckpointError as exc:
-        print(f"vitpe {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # disk full, permission denied, ...: still one line, and no partial OUT
-        print(f"vitpe {args.command}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"vitpe {args.command}: interrupted", file=sys.stderr)
-        return 130
+    with cleanup_on_signals():
+        if argv and argv[0] == "bench":
+            try:
+                from .bench import main as bench_main  # lazy: the benchmark pulls in more
+                return bench_main(argv[1:])
+            except Interrupted as exc:
+                return _interrupted("bench", exc)
+        command = argv[0] if argv and not argv[0].startswith("-") else "?"
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            return args.run(args)
+        except USER_ERRORS as exc:
+            print(f"vitpe {command}: error: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # permission denied reading IN, ...: still one line, and no partial OUT
+            print(f"vitpe {command}: error: {exc}", file=sys.stderr)
+            return 1
+        except Interrupted as exc:
+            return _interrupted(command, exc)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .checkpoint import (Checkpoint, CheckpointError, Embedding, Method, describe, format_pair, load_checkpoint,
+from .checkpoint import (Checkpoint, CheckpointError, Embedding, describe, format_pair, load_checkpoint,
                          nonfinite_summary, select_keys)
+from .resizing import Method
 
 DEMO_METHODS = (
     Method(mode="nearest"),
@@ -141,7 +142,45 @@ def _sizes(args, emb: Embedding) -> List[Tuple[Tuple[int, int], Tuple[int, int],
     return out
 
 
-def _torchvision_model(state: dict, image_size: int, patch: int, default: bool):
+HEAD_KEYS = ("num_heads", "num_attention_heads", "n_heads", "nhead")
+TORCHVISION_HEADS = {768: 12, 1024: 16, 1280: 16}  # vit_b_*, vit_l_*, vit_h_14: hidden width -> heads
+
+
+def recorded_num_heads(obj) -> Optional[int]:
+    """A head count the checkpoint records beside its weights (a config/args
+    dict entry such as num_heads), or None. State dicts do not store it."""
+    found = set()
+
+    def walk(node):
+        for name, value in node.items():
+            if isinstance(value, dict):
+                walk(value)
+            elif name in HEAD_KEYS and isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                found.add(value)
+    walk(obj)
+    return found.pop() if len(found) == 1 else None
+
+
+def num_heads_for(ckpt: Checkpoint, hidden: int, option: Optional[int]) -> Tuple[int, str]:
+    """(heads, where that number comes from): --num-heads, the checkpoint, or
+    an assumption that says so."""
+    if option is not None:
+        if option < 1 or hidden % option:
+            raise CheckpointError(f"--num-heads {option} does not divide the model width {hidden}")
+        return option, "--num-heads"
+    recorded = recorded_num_heads(ckpt.obj)
+    if recorded is not None and hidden % recorded == 0:
+        return recorded, "recorded in the checkpoint"
+    if hidden in TORCHVISION_HEADS:
+        return TORCHVISION_HEADS[hidden], (f"assumed: torchvision's for width {hidden}, not recorded in the "
+                                           f"checkpoint; pass --num-heads if it differs")
+    heads = max(1, hidden // 64) if hidden % 64 == 0 else 1
+    return heads, (f"assumed: not recorded in the checkpoint and no torchvision model has width {hidden}; "
+                   f"pass --num-heads")
+
+
+def _torchvision_model(ckpt: Checkpoint, state: dict, image_size: int, patch: int, default: bool,
+                       num_heads: Optional[int]):
     """A torchvision VisionTransformer that the state dict fits, or (None, why)."""
     from torchvision.models import VisionTransformer, vit_b_16
     if default:
@@ -151,16 +190,18 @@ def _torchvision_model(state: dict, image_size: int, patch: int, default: bool):
     if "conv_proj.weight" not in state or not layers or "heads.head.weight" not in state:
         return None, "the keys are not a bare torchvision VisionTransformer state dict"
     hidden = state["conv_proj.weight"].shape[0]
-    heads = max(1, hidden // 64)  # not stored in the weights; 64-wide heads is every torchvision ViT but H/14
+    heads, source = num_heads_for(ckpt, hidden, num_heads)  # the weights' shapes do not depend on it
     kwargs = dict(image_size=image_size, patch_size=patch, num_layers=len(layers), num_heads=heads,
                   hidden_dim=hidden, mlp_dim=state["encoder.layers.encoder_layer_0.mlp.0.weight"].shape[0],
                   num_classes=state["heads.head.weight"].shape[0])
     if "heads.pre_logits.weight" in state:
         kwargs["representation_size"] = state["heads.pre_logits.weight"].shape[0]
-    return VisionTransformer(**kwargs), f"VisionTransformer({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    return VisionTransformer(**kwargs), (f"VisionTransformer({', '.join(f'{k}={v}' for k, v in kwargs.items())}) "
+                                         f"(num_heads {source})")
 
 
-def _forward(ckpt: Checkpoint, emb: Embedding, image: Tuple[int, int], grid, method: Method, default: bool) -> str:
+def _forward(ckpt: Checkpoint, emb: Embedding, image: Tuple[int, int], grid, method: Method, default: bool,
+             num_heads: Optional[int] = None) -> str:
     if emb.family != "torchvision":
         return f"skipped: only torchvision ViT checkpoints can be rebuilt without their config (this is {emb.family})"
     if image[0] != image[1] or emb.patch[0] != emb.patch[1]:
@@ -168,7 +209,7 @@ def _forward(ckpt: Checkpoint, emb: Embedding, image: Tuple[int, int], grid, met
     state = ckpt.container(emb.key)
     resized = dict(state)
     resized[emb.key[-1]] = method.apply(ckpt.get(emb.key), grid, emb.grid, emb.prefix_tokens)
-    model, built = _torchvision_model(resized, image[0], emb.patch[0], default)
+    model, built = _torchvision_model(ckpt, resized, image[0], emb.patch[0], default, num_heads)
     if model is None:
         return f"skipped: {built}"
     start = time.perf_counter()
@@ -189,14 +230,21 @@ def _forward(ckpt: Checkpoint, emb: Embedding, image: Tuple[int, int], grid, met
 
 def run(args) -> int:
     started = time.perf_counter()
+    if not args.no_plot:
+        from .plot import check_plot_output
+        check_plot_output(args.output)  # before minutes of work
     if args.checkpoint:
         ckpt = load_checkpoint(args.checkpoint)
         keys = select_keys(ckpt, args.key)
         emb = describe(ckpt, keys[0], args.prefix_tokens, args.old_grid, args.patch_size)
         source, default = f"{ckpt.path}: {emb.name}", False
+        if args.num_heads is not None:
+            num_heads_for(ckpt, emb.dim, args.num_heads)  # refuse a count that cannot fit, before any work
     else:
-        if args.key or args.prefix_tokens is not None or args.old_grid or args.patch_size:
-            raise CheckpointError("--key/--prefix-tokens/--old-grid/--patch-size describe a checkpoint; give one")
+        if (args.key or args.prefix_tokens is not None or args.old_grid or args.patch_size
+                or args.num_heads is not None):
+            raise CheckpointError("--key/--prefix-tokens/--old-grid/--patch-size/--num-heads describe a "
+                                  "checkpoint; give one")
         ckpt, emb = sincos_vit_b_16()
         source, default = DEFAULT_NAME, True
     table = ckpt.get(emb.key)
@@ -258,7 +306,7 @@ def run(args) -> int:
     if not args.no_forward:
         image, grid, _, _ = plot_data
         print()
-        print("forward pass: " + _forward(ckpt, emb, image, grid, profile_method, default))
+        print("forward pass: " + _forward(ckpt, emb, image, grid, profile_method, default, args.num_heads))
 
     if not args.no_plot:
         from .plot import plot_resize

@@ -9,7 +9,8 @@ bottom panel shows the distribution of table values (interpolation with
 negative lobes overshoots, averaging shrinks). With a known exact table (the
 demo's sin-cos field) an extra row shows where each method's error lives.
 
-Headless: matplotlib with the Agg backend, imported only here.
+Headless: matplotlib with the Agg backend, imported only here. The image is
+written atomically (vitpe_ext/atomic.py), in the format its extension names.
 """
 from __future__ import annotations
 
@@ -17,6 +18,25 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
+
+def check_plot_output(path) -> str:
+    """The image format for path (from its extension), refusing one matplotlib
+    cannot write and an OUT that must not be replaced, before any work."""
+    from pathlib import Path
+
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from .atomic import check_output
+    from .checkpoint import CheckpointError
+    formats = FigureCanvasBase.get_supported_filetypes()
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in formats:
+        what = f".{fmt} files" if fmt else "a file without an extension"
+        raise CheckpointError(f"{path}: matplotlib cannot write the plot as {what}; give -o one of the extensions "
+                              f".{', .'.join(sorted(formats))}")
+    check_output(path, overwrite=True)  # an existing image is replaced, but never a link, device or folder
+    return fmt
+
 
 # Reference patches as fractions of the image (row, column): centre, near the
 # top-left corner (where align_corners differs most), and off-centre.
@@ -134,5 +154,9 @@ def plot_resize(original, old_grid: Sequence[int], results: List[Tuple[str, obje
     legend_ax.axis("off")
     legend_ax.legend(handles, labels, fontsize=7.5, loc="center left", frameon=False, ncol=1,
                      title="values: std, [min, max]", title_fontsize=8)
-    fig.savefig(out_path)
-    plt.close(fig)
+    from .atomic import write_atomic
+    fmt = check_plot_output(out_path)
+    try:
+        write_atomic(out_path, lambda f: fig.savefig(f, format=fmt), overwrite=True)
+    finally:
+        plt.close(fig)

@@ -1,0 +1,167 @@
+"""How a table is resized: a library profile, explicit op settings, or a
+fixed sin-cos table regenerated; and the plan of what a resize replaces in a
+checkpoint. Every check (sizes against memory included) runs before any table
+is computed, so --dry-run refuses exactly what a real run would."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .checkpoint import Checkpoint, CheckpointError, Embedding, Key, Pair, format_pair, nonfinite_summary
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024:
+            break
+        nbytes /= 1024
+    return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+
+
+def physical_memory() -> Optional[int]:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def resized_shape(shape: Sequence[int], new_grid: Pair, prefix: int) -> Tuple[int, ...]:
+    return (*shape[:-2], prefix + new_grid[0] * new_grid[1], shape[-1])
+
+
+def check_fits(shape: Sequence[int], dtype: torch.dtype, what: str = "the resized table") -> None:
+    """Refuse an output larger than the machine's memory, before computing
+    anything (Python ints: no overflow)."""
+    nbytes = math.prod(int(n) for n in shape) * dtype.itemsize
+    memory = physical_memory()
+    if memory is not None and nbytes > memory:
+        raise CheckpointError(f"{what} {tuple(shape)} {str(dtype).replace('torch.', '')} would take {nbytes} "
+                              f"bytes ({_human(nbytes)}), more than this machine's memory ({_human(memory)}); "
+                              f"choose a smaller --image-size")
+
+
+# -- methods ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Method:
+    """How to resize: a library profile, explicit op settings, or (for fixed
+    sin-cos tables) regeneration at the new grid."""
+    profile: Optional[str] = None
+    mode: Optional[str] = None
+    align_corners: Optional[bool] = None
+    antialias: Optional[bool] = None
+    sincos: bool = False
+
+    def resolved(self) -> Dict[str, Any]:
+        """The settings that will run: mode, align_corners, antialias (+ profile extras)."""
+        if self.sincos:
+            return {"sincos": True}
+        if self.profile is not None:
+            from .profiles import resolve
+            try:
+                return resolve(self.profile, self.mode, self.align_corners, self.antialias, None).settings()
+            except ValueError as exc:
+                raise CheckpointError(str(exc)) from None
+        return {"mode": self.mode or "bicubic", "align_corners": self.align_corners,
+                "antialias": bool(self.antialias)}
+
+    @property
+    def label(self) -> str:
+        if self.sincos:
+            return "sincos regenerated"
+        settings = self.resolved()
+        text = settings["mode"]
+        if settings.get("align_corners"):
+            text += " ac"
+        if settings.get("antialias"):
+            text += " aa"
+        if settings.get("scale_offset"):
+            text += f" +{settings['scale_offset']:g}"
+        if settings.get("compute_dtype"):
+            text += f" ({settings['compute_dtype']})"
+        return f"{self.profile}: {text}" if self.profile else text
+
+    def apply(self, table: torch.Tensor, new_grid: Pair, old_grid: Pair, prefix: int) -> torch.Tensor:
+        check_fits(resized_shape(table.shape, new_grid, prefix), table.dtype)
+        try:
+            if self.sincos:
+                return regenerate_sincos(table, new_grid, old_grid, prefix)
+            from . import interpolate_pos_embed
+            return interpolate_pos_embed(table, new_grid, old_grid, prefix, mode=self.mode,
+                                         align_corners=self.align_corners, antialias=self.antialias,
+                                         profile=self.profile)
+        except ValueError as exc:  # the op's argument checks: a clear message already
+            raise CheckpointError(str(exc).splitlines()[0]) from None
+        except (RuntimeError, MemoryError) as exc:  # e.g. an allocation failing
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CheckpointError(f"resizing to grid {format_pair(new_grid)} failed: {text}") from None
+
+
+def check_sincos(table: torch.Tensor, old_grid: Pair, prefix: int) -> str:
+    """The sin-cos variant of the table's grid part; refuses a learned table."""
+    from .sincos import match_sincos
+    rows = table.reshape(-1, table.shape[-2], table.shape[-1])
+    variant, diff = match_sincos(rows[0, prefix:].double().numpy(), old_grid)
+    if variant is None:
+        raise CheckpointError(f"--sincos: the table is not a fixed 2-D sin-cos table at grid "
+                              f"{format_pair(old_grid)} (max difference {diff:.3g} to the closest variant); "
+                              f"interpolate it instead (drop --sincos)")
+    return variant
+
+
+def regenerate_sincos(table: torch.Tensor, new_grid: Pair, old_grid: Pair, prefix: int) -> torch.Tensor:
+    """The fixed sin-cos table built anew at new_grid (no interpolation).
+
+    Refuses a table that is not sin-cos at old_grid: replacing learned values
+    would silently throw the training away. Prefix rows are kept (MAE's class
+    row is zeros)."""
+    import numpy as np
+
+    from .sincos import get_2d_sincos_pos_embed
+    tokens, dim = table.shape[-2], table.shape[-1]
+    rows = table.reshape(-1, tokens, dim)
+    variant = check_sincos(table, old_grid, prefix)
+    grid = torch.from_numpy(np.ascontiguousarray(get_2d_sincos_pos_embed(dim, new_grid, variant=variant)))
+    grid = grid.to(table.dtype).expand(rows.shape[0], -1, -1)
+    out = torch.cat([rows[:, :prefix], grid], dim=1).contiguous()
+    return out.reshape(*table.shape[:-2], out.shape[-2], dim)
+
+
+@dataclass
+class Change:
+    key: Key
+    old_shape: Tuple[int, ...]
+    new_shape: Tuple[int, ...]
+    new: Optional[torch.Tensor]    # None when only planned (--dry-run)
+
+
+def plan_resize(ckpt: Checkpoint, emb: Embedding, new_grid: Pair, method: Method,
+                allow_nonfinite: bool = False, compute: bool = True) -> List[Change]:
+    """The tensors to replace (the table, and any position_ids buffer). Every
+    check runs first, so a dry run (compute=False) refuses what a real run
+    would, without computing the table."""
+    table = ckpt.get(emb.key)
+    bad = nonfinite_summary(table, emb.prefix_tokens)
+    if bad and not allow_nonfinite:
+        raise CheckpointError(f"{ckpt.path}: {emb.name} has non-finite values ({bad}); interpolation would "
+                              f"spread them to their neighbours; fix the checkpoint (or pass --allow-nonfinite)")
+    shape = resized_shape(table.shape, new_grid, emb.prefix_tokens)
+    try:
+        check_fits(shape, table.dtype)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{ckpt.path}: {emb.name}: {exc}") from None
+    if method.sincos and not compute:
+        check_sincos(table, emb.grid, emb.prefix_tokens)
+    new = method.apply(table, new_grid, emb.grid, emb.prefix_tokens) if compute else None
+    assert new is None or (new.dtype == table.dtype and tuple(new.shape) == shape)  # every path casts back
+    changes = [Change(emb.key, tuple(table.shape), shape, new)]
+    tokens = shape[-2]
+    for key in emb.extras:  # position_ids: arange(L) with L the new token count
+        ids = ckpt.get(key)
+        fresh = torch.arange(tokens, dtype=ids.dtype).reshape(*ids.shape[:-1], tokens) if compute else None
+        changes.append(Change(key, tuple(ids.shape), (*ids.shape[:-1], tokens), fresh))
+    return changes
