@@ -313,7 +313,7 @@ def test_two_dim_and_empty_on_cuda():
     assert interpolate_pos_embed(torch.randn(2, 17, 0, device="cuda"), (6, 6)).shape == (2, 37, 0)
 
 
-_ERRORS_SCRIPT = """
+_ERRORS_SCRIPT = r"""
 import pytest, torch, vitpe_ext
 f = vitpe_ext.interpolate_pos_embed
 x = torch.randn(1, 17, 8, device="cuda")
@@ -332,15 +332,6 @@ for _ in range(3):  # repeated: an error must leave the process healthy
         f(torch.randn(1, 197, 768, device="cuda"), (2**16, 2**16))
     with pytest.raises(ValueError, match="new_size"):
         vitpe_ext.ops.check_call([1, 197, 768], torch.float32, "cuda", [2**16, 2**16])
-    # within the limit but not free: one line, no C++ backtrace
-    free, _ = torch.cuda.mem_get_info()
-    hog = torch.empty(int(free * 0.9) // 4, device="cuda")
-    side = int(((free * 0.5) / (4 * 8)) ** 0.5)
-    try:
-        f(torch.randn(1, 1 + 4, 8, device="cuda"), (side, side))
-    except (RuntimeError, ValueError) as e:  # torch.OutOfMemoryError is a RuntimeError
-        assert "\n" not in str(e).strip() and "Exception raised from" not in str(e), str(e)
-    del hog
 y = f(x, (6, 6))
 assert torch.equal(y.cpu(), f(x.cpu(), (6, 6)))
 print("ERRORS OK")
