@@ -15,31 +15,20 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
-import pytest
 
-from test_c_kernels import C_DIR, SANITIZE, _compiler, _sanitizers_work
+from test_c_kernels import make_command
 
 SUMMARY = re.compile(r"^fuzz: (\d+) executions in [\d.]+ s \(seed (0x[0-9a-f]+)\), (\d+) findings$", re.M)
 
 
 def test_c_fuzz(tmp_path):
-    cc = _compiler()
-    if cc is None:
-        pytest.skip("no C compiler found (set CC)")
-    if shutil.which("make") is None:
-        pytest.skip("make not found")
     seconds = float(os.environ.get("VITPE_FUZZ_SECONDS", "30"))
-    args = ["make", "-C", str(C_DIR), "fuzz", f"CC={cc}", f"BUILD={tmp_path / 'build'}",
-            f"FUZZ_SECONDS={seconds:g}", f"FUZZ_DIR={tmp_path}"]
+    args, note = make_command("fuzz", tmp_path)
+    args += [f"FUZZ_SECONDS={seconds:g}", f"FUZZ_DIR={tmp_path}"]
     if os.environ.get("VITPE_FUZZ_SEED"):
         args.append(f"FUZZ_SEED={os.environ['VITPE_FUZZ_SEED']}")
-    note = ""
-    if not _sanitizers_work(cc, tmp_path):
-        args.append("SANITIZE=")
-        note = f"({cc} cannot build/run with {SANITIZE}: fuzzed without sanitizers)\n"
     proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 600)
     output = note + proc.stdout + proc.stderr
     hint = ("\nreplay an input printed in hex: echo HEX | xxd -r -p > in.bin; "

@@ -42,18 +42,26 @@ def _sanitizers_work(cc, tmp_path):
     return True
 
 
-def test_c_kernels(tmp_path):
+def make_command(target, tmp_path):
+    """`make -C tests/c TARGET` with a compiler that works here, under the
+    sanitizers where they run; skips the test without a compiler or make.
+    Returns (args, note), the note saying when the sanitizers were left out."""
     cc = _compiler()
     if cc is None:
         pytest.skip("no C compiler found (set CC)")
     if shutil.which("make") is None:
         pytest.skip("make not found")
     # A private build directory: other runs of this test may build at the same time.
-    args = ["make", "-C", str(C_DIR), "test", f"CC={cc}", f"BUILD={tmp_path / 'build'}"]
+    args = ["make", "-C", str(C_DIR), target, f"CC={cc}", f"BUILD={tmp_path / 'build'}"]
     note = ""
     if not _sanitizers_work(cc, tmp_path):
         args.append("SANITIZE=")
         note = f"({cc} cannot build/run with {SANITIZE}: ran without sanitizers)\n"
+    return args, note
+
+
+def test_c_kernels(tmp_path):
+    args, note = make_command("test", tmp_path)
     proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     output = note + proc.stdout + proc.stderr
     assert proc.returncode == 0, f"`{' '.join(args)}` failed (exit {proc.returncode}):\n{output}"
