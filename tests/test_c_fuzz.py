@@ -17,7 +17,6 @@ import os
 import re
 import subprocess
 
-
 from test_c_kernels import make_command
 
 SUMMARY = re.compile(r"^fuzz: (\d+) executions in [\d.]+ s \(seed (0x[0-9a-f]+)\), (\d+) findings$", re.M)
