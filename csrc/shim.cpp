@@ -38,11 +38,49 @@
 extern "C" int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void** ret_stream);
 #endif
 
-// An empty Python module: importing vitpe_ext._C runs the registrations below.
-// No pybind11, so the extension builds against the limited API (abi3).
+// The Python module vitpe_ext._C: importing it runs the registrations below.
+// It also carries the kernels' mode table, so Python reads the modes instead
+// of copying them: _C.modes is a tuple of (name, align_corners accepted,
+// antialias "never"/"optional"/"always", scale_factor accepted), and
+// _C.default_mode a name. No pybind11: the extension builds against the
+// limited API (abi3).
+static PyObject* vitpe_mode_table(void) {
+  static const char* antialias_names[] = {"never", "optional", "always"};
+  PyObject* modes = PyTuple_New(VITPE_MODE_COUNT);
+  if (!modes) return nullptr;
+  for (int m = 0; m < VITPE_MODE_COUNT; m++) {
+    vitpe_mode_info info;
+    if (vitpe_mode_get_info(m, &info) != VITPE_OK || info.antialias < 0 || info.antialias > 2) {
+      Py_DECREF(modes);
+      PyErr_SetString(PyExc_RuntimeError, "vitpe: the kernels' mode table is inconsistent");
+      return nullptr;
+    }
+    PyObject* row = Py_BuildValue("(sNsN)", info.name, PyBool_FromLong(info.align_corners),
+                                  antialias_names[info.antialias], PyBool_FromLong(info.scale_factor));
+    if (!row) {
+      Py_DECREF(modes);
+      return nullptr;
+    }
+    PyTuple_SetItem(modes, m, row);  // steals row
+  }
+  return modes;
+}
+
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
+  PyObject* m = PyModule_Create(&module);
+  if (!m) return nullptr;
+  PyObject* modes = vitpe_mode_table();
+  if (!modes || PyModule_AddObject(m, "modes", modes) != 0) {
+    Py_XDECREF(modes);
+    Py_DECREF(m);
+    return nullptr;
+  }
+  if (PyModule_AddStringConstant(m, "default_mode", vitpe_mode_name(VITPE_MODE_DEFAULT)) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
 }
 
 namespace {
@@ -97,12 +135,30 @@ void check_status(int status, const char* what) {
   throw std::runtime_error(message);
 }
 
+vitpe_mode_info mode_info(int mode) {
+  vitpe_mode_info info{};
+  check_status(vitpe_mode_get_info(mode, &info), "reading the mode table");
+  return info;
+}
+
+// The names of the modes `pick` selects, in table order: "a, b and c" (or,
+// with last = ", ", "a, b, c").
+template <typename Pick>
+std::string mode_names(Pick pick, const char* last = " and ") {
+  std::vector<std::string> names;
+  for (int m = 0; m < VITPE_MODE_COUNT; m++)
+    if (pick(mode_info(m))) names.push_back(mode_info(m).name);
+  std::string s;
+  for (size_t i = 0; i < names.size(); i++)
+    s += (i == 0 ? "" : i + 1 == names.size() ? last : ", ") + names[i];
+  return s;
+}
+
 int parse_mode(const std::string& mode) {
-  static const char* names[] = {"nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3"};
-  for (int m = VITPE_MODE_NEAREST; m <= VITPE_MODE_LANCZOS3; m++)
-    if (mode == names[m]) return m;
-  fail("interpolate_pos_embed: unknown mode '", mode,
-       "'; valid modes are nearest, nearest-exact, bilinear, bicubic, area, lanczos3");
+  const int m = vitpe_mode_from_name(mode.c_str());
+  if (m >= 0) return m;
+  fail("interpolate_pos_embed: unknown mode '", mode, "'; valid modes are ",
+       mode_names([](const vitpe_mode_info&) { return true; }, ", "));
 }
 
 const char* dtype_name(ScalarType t) {
@@ -203,16 +259,23 @@ Resize describe(const char* who, const char* table_arg, int64_t tokens, ScalarTy
     hin = win = side;
   }
 
-  const bool interpolating = mode == VITPE_MODE_BILINEAR || mode == VITPE_MODE_BICUBIC;
+  const vitpe_mode_info info = mode_info(mode);
   const bool ac = align_corners.value_or(false);
-  if (ac && !interpolating)
-    fail(who, ": align_corners=True is only valid for bilinear and bicubic, not mode '",
+  if (ac && !info.align_corners)
+    fail(who, ": align_corners=True is only valid for ",
+         mode_names([](const vitpe_mode_info& i) { return i.align_corners != 0; }), ", not mode '",
          mode_name, "' (as F.interpolate)");
-  if (antialias && !interpolating && mode != VITPE_MODE_LANCZOS3)
-    fail(who, ": antialias=True is only valid for bilinear and bicubic (lanczos3 always "
-         "antialiases), not mode '", mode_name, "'");
+  if (antialias && info.antialias == VITPE_ANTIALIAS_NEVER) {
+    const std::string always =
+        mode_names([](const vitpe_mode_info& i) { return i.antialias == VITPE_ANTIALIAS_ALWAYS; });
+    fail(who, ": antialias=True is only valid for ",
+         mode_names([](const vitpe_mode_info& i) { return i.antialias == VITPE_ANTIALIAS_OPTIONAL; }),
+         always.empty() ? std::string() : " (" + always + " always antialiases)", ", not mode '", mode_name, "'");
+  }
 
   double sf[2] = {0.0, 0.0};
+  if (scale_factor.has_value() && !info.scale_factor)
+    fail(who, ": scale_factor is not accepted by mode '", mode_name, "'; pass new_size alone");
   if (scale_factor.has_value()) {
     const auto& s = *scale_factor;
     if (s.size() != 2) fail(who, ": scale_factor must be two floats (height, width)");
@@ -550,19 +613,24 @@ void check_call_op(std::vector<int64_t> shape, ScalarType dtype, torch::stable::
 
 }  // namespace
 
+// The schemas' default mode is the table's (vitpe_modes.h).
+static const char* schema(const char* head, const char* tail) {
+  static std::vector<std::unique_ptr<std::string>> kept;  // def() may hold on to the text
+  kept.push_back(std::make_unique<std::string>(std::string(head) + "str mode=\"" +
+                                               vitpe_mode_name(VITPE_MODE_DEFAULT) + "\", " + tail));
+  return kept.back()->c_str();
+}
+
 STABLE_TORCH_LIBRARY(vitpe, m) {
-  m.def(
-      "interpolate_pos_embed(Tensor pos_embed, SymInt[2] new_size, SymInt[2]? old_size=None, "
-      "int num_prefix_tokens=1, str mode=\"bicubic\", bool? align_corners=None, "
-      "bool antialias=False, float[2]? scale_factor=None) -> Tensor");
-  m.def(
-      "interpolate_pos_embed_backward(Tensor grad_output, SymInt input_tokens, SymInt[2] new_size, "
-      "SymInt[2]? old_size=None, int num_prefix_tokens=1, str mode=\"bicubic\", "
-      "bool? align_corners=None, bool antialias=False, float[2]? scale_factor=None) -> Tensor");
-  m.def(
-      "check_call(int[] shape, ScalarType dtype, Device device, int? input_tokens, int[] new_size, "
-      "int[]? old_size=None, int num_prefix_tokens=1, str mode=\"bicubic\", bool? align_corners=None, "
-      "bool antialias=False, float[]? scale_factor=None) -> ()");
+  m.def(schema("interpolate_pos_embed(Tensor pos_embed, SymInt[2] new_size, SymInt[2]? old_size=None, "
+               "int num_prefix_tokens=1, ",
+               "bool? align_corners=None, bool antialias=False, float[2]? scale_factor=None) -> Tensor"));
+  m.def(schema("interpolate_pos_embed_backward(Tensor grad_output, SymInt input_tokens, SymInt[2] new_size, "
+               "SymInt[2]? old_size=None, int num_prefix_tokens=1, ",
+               "bool? align_corners=None, bool antialias=False, float[2]? scale_factor=None) -> Tensor"));
+  m.def(schema("check_call(int[] shape, ScalarType dtype, Device device, int? input_tokens, int[] new_size, "
+               "int[]? old_size=None, int num_prefix_tokens=1, ",
+               "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None) -> ()"));
 }
 
 // No tensor arguments: one kernel for every device.

@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "vitpe_modes.h" /* vitpe_mode: the one table of modes */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -43,15 +45,6 @@ typedef enum vitpe_status {
     VITPE_EINTERNAL = 4, /* a table invariant broke: a bug, please report */
     VITPE_ECUDA = 5      /* a CUDA runtime call failed */
 } vitpe_status;
-
-typedef enum vitpe_mode {
-    VITPE_MODE_NEAREST = 0,       /* F.interpolate "nearest" (legacy floor(o*scale)) */
-    VITPE_MODE_NEAREST_EXACT = 1, /* "nearest-exact": floor((o+0.5)*scale) */
-    VITPE_MODE_BILINEAR = 2,      /* triangle filter; antialias widens it when shrinking */
-    VITPE_MODE_BICUBIC = 3,       /* Keys cubic, a=-0.75 (a=-0.5 with antialias) */
-    VITPE_MODE_AREA = 4,          /* adaptive average pooling windows */
-    VITPE_MODE_LANCZOS3 = 5       /* Pillow's Lanczos (support 3), widened when shrinking */
-} vitpe_mode;
 
 typedef enum vitpe_dtype {
     VITPE_F32 = 0,
@@ -68,8 +61,8 @@ typedef enum vitpe_dtype {
 typedef struct vitpe_axis {
     int64_t in_size, out_size; /* >= 1 */
     int32_t mode;              /* vitpe_mode */
-    int32_t align_corners;     /* 0/1; only bilinear and bicubic */
-    int32_t antialias;         /* 0/1; only bilinear and bicubic (lanczos3 always is) */
+    int32_t align_corners;     /* 0/1; 1 only where the mode accepts it */
+    int32_t antialias;         /* 0/1; 1 only where the mode accepts it */
     int32_t opmath_double;     /* 1: index/weight math in double (float64 data), 0: in float */
     double scale_factor;       /* > 0: the user's F.interpolate scale_factor for this axis,
                                   used for the coordinate mapping (recompute_scale_factor=False);
@@ -112,9 +105,24 @@ typedef struct vitpe_io {
 } vitpe_io;
 
 const char *vitpe_status_str(int status);
-const char *vitpe_mode_name(int mode);
 
-/* Checks one axis: sizes >= 1, flags legal for the mode, scale_factor 0 or one
+/* What a mode accepts, from its row of VITPE_MODE_TABLE. */
+typedef struct vitpe_mode_info {
+    const char *name;
+    int32_t align_corners; /* 1: accepts align_corners=1 */
+    int32_t antialias;     /* vitpe_antialias: NEVER, OPTIONAL or ALWAYS */
+    int32_t scale_factor;  /* 1: accepts a scale_factor */
+    int32_t is_default;    /* 1: VITPE_MODE_DEFAULT */
+} vitpe_mode_info;
+
+/* Fills *info for mode 0 .. VITPE_MODE_COUNT-1; VITPE_EINVAL for others. */
+int vitpe_mode_get_info(int mode, vitpe_mode_info *info);
+/* The mode's name, or "unknown". */
+const char *vitpe_mode_name(int mode);
+/* The mode called `name`, or -1 where none is. */
+int vitpe_mode_from_name(const char *name);
+
+/* Checks one axis: sizes >= 1, flags the mode accepts, scale_factor 0 or one
  * that gives out_size (as F.interpolate). */
 int vitpe_axis_check(const vitpe_axis *axis);
 

@@ -24,27 +24,39 @@ const char *vitpe_status_str(int status) {
     }
 }
 
+#define VITPE__INFO_ROW(id, name, taps, filter, support, ac, aa, sf, same) \
+    {name, ac, VITPE_ANTIALIAS_##aa, sf, VITPE_MODE_##id == VITPE_MODE_DEFAULT},
+static const vitpe_mode_info vitpe__modes[VITPE_MODE_COUNT] = {VITPE_MODE_TABLE(VITPE__INFO_ROW)};
+#undef VITPE__INFO_ROW
+
+int vitpe_mode_get_info(int mode, vitpe_mode_info *info) {
+    if (!info || mode < 0 || mode >= VITPE_MODE_COUNT) return VITPE_EINVAL;
+    *info = vitpe__modes[mode];
+    return VITPE_OK;
+}
+
 const char *vitpe_mode_name(int mode) {
-    switch (mode) {
-    case VITPE_MODE_NEAREST: return "nearest";
-    case VITPE_MODE_NEAREST_EXACT: return "nearest-exact";
-    case VITPE_MODE_BILINEAR: return "bilinear";
-    case VITPE_MODE_BICUBIC: return "bicubic";
-    case VITPE_MODE_AREA: return "area";
-    case VITPE_MODE_LANCZOS3: return "lanczos3";
-    default: return "unknown";
-    }
+    return mode >= 0 && mode < VITPE_MODE_COUNT ? vitpe__modes[mode].name : "unknown";
+}
+
+int vitpe_mode_from_name(const char *name) {
+    if (!name) return -1;
+    for (int m = 0; m < VITPE_MODE_COUNT; m++)
+        if (strcmp(name, vitpe__modes[m].name) == 0) return m;
+    return -1;
 }
 
 int vitpe_axis_check(const vitpe_axis *ax) {
+    const vitpe_mode_info *mode;
     if (!ax) return VITPE_EINVAL;
     if (ax->in_size < 1 || ax->out_size < 1) return VITPE_EINVAL;
     if (ax->in_size > VITPE_MAX_AXIS || ax->out_size > VITPE_MAX_AXIS) return VITPE_EOVERFLOW;
-    if (ax->mode < VITPE_MODE_NEAREST || ax->mode > VITPE_MODE_LANCZOS3) return VITPE_EINVAL;
-    int interpolating = ax->mode == VITPE_MODE_BILINEAR || ax->mode == VITPE_MODE_BICUBIC;
-    if (ax->align_corners && !interpolating) return VITPE_EINVAL;
-    if (ax->antialias && !interpolating && ax->mode != VITPE_MODE_LANCZOS3) return VITPE_EINVAL;
+    if (ax->mode < 0 || ax->mode >= VITPE_MODE_COUNT) return VITPE_EINVAL;
+    mode = &vitpe__modes[ax->mode];
+    if (ax->align_corners && !mode->align_corners) return VITPE_EINVAL;
+    if (ax->antialias && mode->antialias == VITPE_ANTIALIAS_NEVER) return VITPE_EINVAL;
     if (!(ax->scale_factor >= 0.0) || ax->scale_factor > 1e300) return VITPE_EINVAL; /* NaN too */
+    if (ax->scale_factor > 0.0 && !mode->scale_factor) return VITPE_EINVAL;
     /* F.interpolate makes floor(in * scale_factor) outputs; a scale_factor
      * that disagrees maps outputs past the input (or, tiny, to an infinite
      * scale in float), where the tap math leaves int64 and the tables break */

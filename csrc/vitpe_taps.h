@@ -11,9 +11,13 @@
  * 2*24+2 bits, so the double rounding is innocuous). Build this file with
  * -ffp-contract=off (host) / -fmad=false (device) so no FMA sneaks in.
  *
+ * Which formula an axis uses comes from its mode's row in vitpe_modes.h;
+ * the switches below are generated from that table.
+ *
  * Tap windows are monotone: start(o) and start(o)+count(o) never decrease
  * with o. The adjoint (which outputs read input i) is therefore a contiguous
- * range of outputs, found by binary search.
+ * range of outputs: the host plan finds all ranges in one sweep, a device
+ * thread finds its input's range by binary search.
  */
 #ifndef VITPE_TAPS_H
 #define VITPE_TAPS_H
@@ -38,16 +42,44 @@ VITPE_HD int64_t vitpe__clamp64(int64_t x, int64_t lo, int64_t hi) {
     return x < lo ? lo : (x > hi ? hi : x);
 }
 
+/* The row of ax->mode, as switches generated from VITPE_MODE_TABLE (constant
+ * folded where the mode is known; usable on the host and the device). */
+#define VITPE__ROW_CASE(column)                                                           \
+    switch (mode) {                                                                      \
+        VITPE_MODE_TABLE(column)                                                         \
+    default: break;                                                                      \
+    }
+#define VITPE__TAPS_OF(id, name, taps, ...) case VITPE_MODE_##id: return VITPE_TAPS_##taps;
+#define VITPE__AA_OF(id, name, taps, filter, support, ac, aa, ...) \
+    case VITPE_MODE_##id: return VITPE_ANTIALIAS_##aa;
+#define VITPE__SUPPORT_OF(id, name, taps, filter, support, ...) case VITPE_MODE_##id: return support;
+#define VITPE__SAME_OF(id, name, taps, filter, support, ac, aa, sf, same) \
+    case VITPE_MODE_##id: return VITPE_SAME_SIZE_##same;
+
+VITPE_HD int vitpe__mode_taps(int mode) { VITPE__ROW_CASE(VITPE__TAPS_OF) return -1; }
+VITPE_HD int vitpe__mode_antialias(int mode) { VITPE__ROW_CASE(VITPE__AA_OF) return -1; }
+VITPE_HD double vitpe__mode_support(int mode) { VITPE__ROW_CASE(VITPE__SUPPORT_OF) return 0.0; }
+VITPE_HD int vitpe__mode_same_size(int mode) { VITPE__ROW_CASE(VITPE__SAME_OF) return -1; }
+
+/* How this axis picks taps: its mode's own way, or its filter's window where
+ * the user asked an OPTIONAL mode to antialias. */
+VITPE_HD int vitpe__axis_taps_kind(const vitpe_axis *ax) {
+    if (ax->antialias && vitpe__mode_antialias(ax->mode) == VITPE_ANTIALIAS_OPTIONAL)
+        return VITPE_TAPS_FILTER;
+    return vitpe__mode_taps(ax->mode);
+}
+
 /* True where ATen leaves the axis untouched: same size and a mode whose
  * kernel special-cases it (linear: "scale_factor = 1, simply copy"; the
  * antialiased separable kernel skips a dimension whose size is unchanged).
  * Bicubic, nearest-exact and area have no such shortcut. */
 VITPE_HD int vitpe__axis_is_copy(const vitpe_axis *ax) {
     if (ax->in_size != ax->out_size) return 0;
-    if (ax->mode == VITPE_MODE_NEAREST || ax->mode == VITPE_MODE_LANCZOS3) return 1;
-    if (ax->mode == VITPE_MODE_BILINEAR) return 1; /* with or without antialias */
-    if (ax->mode == VITPE_MODE_BICUBIC) return ax->antialias;
-    return 0;
+    switch (vitpe__mode_same_size(ax->mode)) {
+    case VITPE_SAME_SIZE_ALWAYS: return 1;
+    case VITPE_SAME_SIZE_WITH_ANTIALIAS: return ax->antialias;
+    default: return 0;
+    }
 }
 
 /* compute_scales_value: 1/scale_factor when given, else in/out. */
@@ -94,16 +126,23 @@ VITPE_HD double vitpe__cubic2(double x, double A, int dbl) { /* 1 < |x| < 2 */
     return vitpe__r(vitpe__r(v * x, dbl) - 4.0 * A, dbl);
 }
 
-/* The antialias filters, evaluated at a distance already scaled by invscale. */
-VITPE_HD double vitpe__aa_filter(int mode, double x, int dbl) {
-    if (x < 0.0) x = -x;
-    if (mode == VITPE_MODE_BILINEAR) return x < 1.0 ? vitpe__r(1.0 - x, dbl) : 0.0;
-    if (mode == VITPE_MODE_BICUBIC) { /* Keys with a = -0.5 (Pillow), as ATen's aa path */
-        if (x < 1.0) return vitpe__cubic1(x, -0.5, dbl);
-        if (x < 2.0) return vitpe__cubic2(x, -0.5, dbl);
-        return 0.0;
-    }
-    /* Lanczos3 (Pillow's lanczos_filter: sinc(x) * sinc(x/3) on [-3, 3)). */
+/* -- Filters ------------------------------------------------------------------
+ * The antialiasing filters of the mode table: the weight of a tap at distance
+ * x >= 0 (already scaled by invscale), in opmath (dbl). Zero outside the
+ * support the table gives the filter. */
+VITPE_HD double vitpe__filter_none(double x, int dbl) { (void)x; (void)dbl; return 0.0; }
+
+VITPE_HD double vitpe__filter_triangle(double x, int dbl) { return x < 1.0 ? vitpe__r(1.0 - x, dbl) : 0.0; }
+
+/* Keys cubic with a = -0.5 (Pillow's bicubic), as ATen's antialiased path. */
+VITPE_HD double vitpe__filter_keys_aa(double x, int dbl) {
+    if (x < 1.0) return vitpe__cubic1(x, -0.5, dbl);
+    if (x < 2.0) return vitpe__cubic2(x, -0.5, dbl);
+    return 0.0;
+}
+
+/* Pillow's lanczos_filter: sinc(x) * sinc(x/3) on [-3, 3). */
+VITPE_HD double vitpe__filter_lanczos3(double x, int dbl) {
     if (x >= 3.0) return 0.0;
     if (x == 0.0) return 1.0;
     {
@@ -113,23 +152,30 @@ VITPE_HD double vitpe__aa_filter(int mode, double x, int dbl) {
     }
 }
 
+#define VITPE__FILTER_OF(id, name, taps, filter, ...) case VITPE_MODE_##id: return filter(x, dbl);
+
+/* The mode's filter at distance x (either sign). */
+VITPE_HD double vitpe__mode_filter(int mode, double x, int dbl) {
+    if (x < 0.0) x = -x;
+    VITPE__ROW_CASE(VITPE__FILTER_OF)
+    return 0.0;
+}
+
 /* Half-width of the filter window in input samples (Pillow's "support"). */
 VITPE_HD double vitpe__aa_support(const vitpe_axis *ax, double scale, int dbl) {
-    double half = ax->mode == VITPE_MODE_BILINEAR ? 1.0 : (ax->mode == VITPE_MODE_BICUBIC ? 2.0 : 3.0);
+    double half = vitpe__mode_support(ax->mode);
     return scale >= 1.0 ? vitpe__r(half * scale, dbl) : half;
 }
 
 /* An upper bound of count over all outputs of the axis. */
 VITPE_HD int64_t vitpe__axis_width(const vitpe_axis *ax) {
     if (vitpe__axis_is_copy(ax)) return 1;
-    switch (ax->mode) {
-    case VITPE_MODE_NEAREST:
-    case VITPE_MODE_NEAREST_EXACT: return 1;
-    case VITPE_MODE_AREA: return ax->in_size / ax->out_size + 2;
-    case VITPE_MODE_BILINEAR:
-    case VITPE_MODE_BICUBIC:
-        if (!ax->antialias) return ax->mode == VITPE_MODE_BILINEAR ? 2 : 4;
-        /* fall through */
+    switch (vitpe__axis_taps_kind(ax)) {
+    case VITPE_TAPS_NEAREST:
+    case VITPE_TAPS_NEAREST_EXACT: return 1;
+    case VITPE_TAPS_AREA: return ax->in_size / ax->out_size + 2;
+    case VITPE_TAPS_LINEAR: return 2;
+    case VITPE_TAPS_CUBIC: return 4;
     default: {
         int dbl = ax->opmath_double;
         double scale = vitpe__area_scale(ax, dbl);
@@ -148,8 +194,8 @@ VITPE_HD int64_t vitpe__axis_taps(const vitpe_axis *ax, int64_t o, int64_t *star
         if (w) w[0] = 1.0;
         return 1;
     }
-    switch (ax->mode) {
-    case VITPE_MODE_NEAREST: { /* nearest_idx */
+    switch (vitpe__axis_taps_kind(ax)) {
+    case VITPE_TAPS_NEAREST: { /* nearest_idx */
         int64_t i;
         if (out == 2 * in) i = o >> 1;
         else {
@@ -160,61 +206,57 @@ VITPE_HD int64_t vitpe__axis_taps(const vitpe_axis *ax, int64_t o, int64_t *star
         if (w) w[0] = 1.0;
         return 1;
     }
-    case VITPE_MODE_NEAREST_EXACT: { /* nearest_exact_idx: (o + 0.5) * scale in double */
+    case VITPE_TAPS_NEAREST_EXACT: { /* nearest_exact_idx: (o + 0.5) * scale in double */
         float s = (float)vitpe__scales_value(ax, 0);
         *start = vitpe__min64((int64_t)floorf((float)(((double)o + 0.5) * (double)s)), in - 1);
         if (w) w[0] = 1.0;
         return 1;
     }
-    case VITPE_MODE_AREA: { /* adaptive_avg_pool: [floor(o*in/out), ceil((o+1)*in/out)) */
+    case VITPE_TAPS_AREA: { /* adaptive_avg_pool: [floor(o*in/out), ceil((o+1)*in/out)) */
         int64_t s = (o * in) / out, e = ((o + 1) * in + out - 1) / out;
         *start = s;
         if (w)
             for (int64_t k = 0; k < e - s; k++) w[k] = 1.0 / (double)(e - s);
         return e - s;
     }
-    case VITPE_MODE_BILINEAR:
-        if (!ax->antialias) { /* compute_source_index_and_lambda */
-            double scale = vitpe__area_scale(ax, dbl), l1;
-            double r = vitpe__source_index(scale, o, ax->align_corners, 0, dbl);
-            int64_t i0 = vitpe__guard_index(r, in, &l1, dbl);
-            *start = i0;
-            if (i0 < in - 1) {
-                if (w) { w[0] = vitpe__r(1.0 - l1, dbl); w[1] = l1; }
-                return 2;
-            }
-            /* the last sample: both taps are i0, the weights add up */
-            if (w) w[0] = vitpe__r(1.0 - l1, dbl) + l1;
-            return 1;
+    case VITPE_TAPS_LINEAR: { /* compute_source_index_and_lambda */
+        double scale = vitpe__area_scale(ax, dbl), l1;
+        double r = vitpe__source_index(scale, o, ax->align_corners, 0, dbl);
+        int64_t i0 = vitpe__guard_index(r, in, &l1, dbl);
+        *start = i0;
+        if (i0 < in - 1) {
+            if (w) { w[0] = vitpe__r(1.0 - l1, dbl); w[1] = l1; }
+            return 2;
         }
-        break;
-    case VITPE_MODE_BICUBIC:
-        if (!ax->antialias) { /* HelperInterpCubic: taps i0-1..i0+2 clamped to the edge */
-            double scale = vitpe__area_scale(ax, dbl), t;
-            double r = vitpe__source_index(scale, o, ax->align_corners, 1, dbl);
-            int64_t i0 = vitpe__guard_index(r, in, &t, dbl);
-            int64_t lo = vitpe__clamp64(i0 - 1, 0, in - 1), hi = vitpe__clamp64(i0 + 2, 0, in - 1);
-            *start = lo;
-            if (w) {
-                const double A = -0.75;
-                double c[4], x2 = vitpe__r(1.0 - t, dbl);
-                c[0] = vitpe__cubic2(vitpe__r(t + 1.0, dbl), A, dbl);
-                c[1] = vitpe__cubic1(t, A, dbl);
-                c[2] = vitpe__cubic1(x2, A, dbl);
-                c[3] = vitpe__cubic2(vitpe__r(x2 + 1.0, dbl), A, dbl);
-                for (int64_t k = 0; k <= hi - lo; k++) w[k] = 0.0;
-                /* clamped taps read the same sample: merge their weights */
-                for (int j = 0; j < 4; j++) w[vitpe__clamp64(i0 - 1 + j, 0, in - 1) - lo] += c[j];
-            }
-            return hi - lo + 1;
-        }
-        break;
-    default: break;
+        /* the last sample: both taps are i0, the weights add up */
+        if (w) w[0] = vitpe__r(1.0 - l1, dbl) + l1;
+        return 1;
     }
-    { /* antialiased bilinear/bicubic and lanczos3: Pillow's precompute_coeffs,
-         as ATen's _compute_indices_min_size_weights_aa (align_corners only
-         changes the scale). Lanczos3 uses the same window and weights; on
-         torch >= 2.14 it matches F.interpolate(mode="lanczos", antialias=True). */
+    case VITPE_TAPS_CUBIC: { /* HelperInterpCubic: taps i0-1..i0+2 clamped to the edge */
+        double scale = vitpe__area_scale(ax, dbl), t;
+        double r = vitpe__source_index(scale, o, ax->align_corners, 1, dbl);
+        int64_t i0 = vitpe__guard_index(r, in, &t, dbl);
+        int64_t lo = vitpe__clamp64(i0 - 1, 0, in - 1), hi = vitpe__clamp64(i0 + 2, 0, in - 1);
+        *start = lo;
+        if (w) {
+            const double A = -0.75;
+            double c[4], x2 = vitpe__r(1.0 - t, dbl);
+            c[0] = vitpe__cubic2(vitpe__r(t + 1.0, dbl), A, dbl);
+            c[1] = vitpe__cubic1(t, A, dbl);
+            c[2] = vitpe__cubic1(x2, A, dbl);
+            c[3] = vitpe__cubic2(vitpe__r(x2 + 1.0, dbl), A, dbl);
+            for (int64_t k = 0; k <= hi - lo; k++) w[k] = 0.0;
+            /* clamped taps read the same sample: merge their weights */
+            for (int j = 0; j < 4; j++) w[vitpe__clamp64(i0 - 1 + j, 0, in - 1) - lo] += c[j];
+        }
+        return hi - lo + 1;
+    }
+    default: break; /* VITPE_TAPS_FILTER */
+    }
+    { /* VITPE_TAPS_FILTER: Pillow's precompute_coeffs, as ATen's
+         _compute_indices_min_size_weights_aa (align_corners only changes the
+         scale); lanczos3 on torch >= 2.14 matches
+         F.interpolate(mode="lanczos", antialias=True). */
         const int d = dbl;
         double scale = vitpe__area_scale(ax, d);
         double support = vitpe__aa_support(ax, scale, d);
@@ -229,7 +271,7 @@ VITPE_HD int64_t vitpe__axis_taps(const vitpe_axis *ax, int64_t o, int64_t *star
             double total = 0.0;
             for (int64_t j = 0; j < xsize; j++) {
                 double x = vitpe__r((double)(j + xmin) - center, d) + 0.5;
-                w[j] = vitpe__aa_filter(ax->mode, vitpe__r(x * invscale, d), d);
+                w[j] = vitpe__mode_filter(ax->mode, vitpe__r(x * invscale, d), d);
                 total = vitpe__r(total + w[j], d);
             }
             if (total != 0.0)
