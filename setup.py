@@ -88,7 +88,7 @@ Extension = CUDAExtension if CUDA else CppExtension
 
 setup(
     libraries=[("vitpe_kernels", {
-        "sources": ["csrc/vitpe_plan.c", "csrc/vitpe_cpu.c"],
+        "sources": ["csrc/vitpe_plan.c", "csrc/vitpe_cpu.c", "csrc/vitpe_naive.c"],
         "include_dirs": ["csrc"],
         "cflags": C_FLAGS,
     })],
