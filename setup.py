@@ -83,7 +83,7 @@ NVCC_FLAGS = OPT + ["-fmad=false", "-std=c++17"]
 sources = ["csrc/shim.cpp"]
 if CUDA:
     CXX_FLAGS += ["-DUSE_CUDA", "-DVITPE_WITH_CUDA"]
-    sources += ["csrc/vitpe_cuda.cu"]
+    sources += ["csrc/vitpe_cuda.cu", "csrc/vitpe_cuda_plan.cu"]
 Extension = CUDAExtension if CUDA else CppExtension
 
 setup(

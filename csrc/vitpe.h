@@ -170,10 +170,6 @@ int vitpe_backward_cuda(void *dinp, const void *dout, const vitpe_plan *plan, co
                         void *workspace, void *stream);
 /* Total memory of CUDA device `device`, in bytes. */
 int vitpe_cuda_device_memory(size_t *bytes, int device);
-/* Fills a device plan buffer of layout->bytes on the device (stream-ordered):
- * the workspace path above, public for the tuning harness. */
-int vitpe_plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout,
-                         const vitpe_axis *h, const vitpe_axis *w, void *stream);
 
 #ifdef __cplusplus
 }
