@@ -61,11 +61,10 @@ static inline uint16_t vitpe__f32_to_bf16(float f) {
 /* The passes are compiled twice, for AVX2 and for the baseline ISA, and the
  * dynamic loader picks one per CPU (GCC/Clang target_clones, an ifunc: ELF
  * with glibc). Both clones do the same float operations in the same order
- * -- the build has -ffp-contract=off, so the AVX2 clone has no FMA either
- * (measured on Zen 4: FMA gains nothing, separate multiply and add pipes
- * give the same throughput; the passes run near it, and writing the output
- * takes about a third of the time) -- and give bitwise the same results on
- * every CPU. */
+ -- the build has -ffp-contract=off, so the AVX2 clone has no FMA either:
+ * the passes are bound by loads and stores, not by the multiply and add
+ * pipes, so a fused multiply-add would buy little and cost the bitwise
+ * agreement with ATen -- and give bitwise the same results on every CPU. */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__ELF__) && defined(__GLIBC__)
 #define VITPE_CLONES __attribute__((target_clones("avx2", "default")))
 #define VITPE_INLINE static inline __attribute__((always_inline))
@@ -124,7 +123,7 @@ typedef uint32_t vitpe_u32x8_u __attribute__((vector_size(32), aligned(1), may_a
 /* bfloat16: a value is the high half of its float; stores round to nearest
  * even, a NaN stays NaN (quiet). The NaN test compares |u| as signed ints
  * (both sides are below 2^31): AVX2 has no unsigned compare, and its
- * emulation cost 6% of a bf16 forward. */
+ * emulation takes extra instructions per vector on every store. */
 #define vitpe__bf16w_to_f32(w) ((vitpe_f32x8)(w))
 #define vitpe__f32_to_bf16v(f) vitpe__f32_to_bf16_lanes((vitpe_u32x8)(f))
 #define vitpe__f32_to_bf16_lanes(u)                                                        \

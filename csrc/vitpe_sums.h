@@ -68,16 +68,14 @@
  * sums a vector of 8 channels at a time, over a whole block, with the
  * weights broadcast once. The operations and their order are those of the
  * generic sums above (w[0]*x[0], then + w[k]*x[k] for k = 1, 2, ...), so the
- * results are bitwise the same; only the loop shape differs. Measured
- * against the register blocks on the ViT-B 14 -> 32 bicubic forward: the
- * weights stay in registers, the loop carries no accumulator array, and the
- * block can span a whole token (bigger blocks were faster here, not slower).
+ * results are bitwise the same; only the loop shape differs, and it is the
+ * faster shape: the weights stay in registers, the loop carries no
+ * accumulator array, and the block can span a whole token.
  *
  * The x2 forms serve two output rows from one read of the input rows: rows
  * oy and oy+1 of an upsample start 0 or 1 input rows apart, so 4 taps each
  * read 4 or 5 distinct rows instead of 8. The H pass streams its input rows
- * from L2 (a ViT-B row is 43 KB), and this halves that stream; it took the
- * forward from 133 to 118 us on one Zen 4 core. VITPE_LDV is a volatile
+ * from L2 (a ViT-B row is 43 KB), and this halves that stream. VITPE_LDV is a volatile
  * load: it makes the compiler load a shared row once into a register
  * instead of folding the load into each multiply that uses it (which would
  * read it twice again). */
