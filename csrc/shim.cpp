@@ -331,8 +331,13 @@ std::string fmt_bytes(double bytes) {
 // 0 where nothing is allocated (meta tensors) or the size is unknown.
 uint64_t device_memory_bytes(const torch::stable::Device& device) {
   if (device.is_cpu()) {
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+    // Read once: sysconf(_SC_PHYS_PAGES) is a system call, and RAM does not
+    // change under a running process.
+    static const uint64_t ram = [] {
+      const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+      return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+    }();
+    return ram;
   }
 #ifdef VITPE_WITH_CUDA
   size_t bytes = 0;

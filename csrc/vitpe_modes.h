@@ -9,8 +9,11 @@
  *
  * Adding a mode that is a filter (Gaussian, Mitchell, ...): write its filter
  * function in vitpe_taps.h (the "Filters" section; distance in, weight out)
- * and add one row here with taps FILTER and antialias ALWAYS. Nothing else in
- * C, the shim or Python needs to change.
+ * and add one row here with taps FILTER, antialias ALWAYS and same_size
+ * ALWAYS (as ATen's antialiased kernels, an unchanged axis is copied, not
+ * filtered). Nothing else in C, the shim or Python needs to change: the C
+ * suite, the op's checks, the command and the tests iterate over the table
+ * (tests/test_mode_table.py adds a Gaussian this way and checks it).
  *
  * Columns of X(id, name, taps, filter, support, align_corners, antialias,
  *               scale_factor, same_size):
