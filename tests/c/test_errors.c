@@ -39,7 +39,7 @@ void errors(void) {
         {"scale_factor -2", 4, 8, VITPE_MODE_BILINEAR, 0, 0, -2.0, VITPE_EINVAL},
         {"scale_factor inf", 4, 8, VITPE_MODE_BILINEAR, 0, 0, INFINITY, VITPE_EINVAL},
         /* a scale_factor must give the sizes, floor(in * sf) == out, as in F.interpolate:
-           one that does not once passed, and its taps left int64 (UB) or the input */
+           one that does not maps outputs past the input, where the taps leave int64 (UB) */
         {"scale_factor 1e-30 (floor(4 * sf) = 0, not 8)", 4, 8, VITPE_MODE_NEAREST, 0, 0, 1e-30, VITPE_EINVAL},
         {"scale_factor 1e-300 with lanczos3", 4, 8, VITPE_MODE_LANCZOS3, 0, 0, 1e-300, VITPE_EINVAL},
         {"scale_factor 0.1 with antialias (floor(4 * sf) = 0, not 3)", 4, 3, VITPE_MODE_BICUBIC, 0, 1, 0.1, VITPE_EINVAL},

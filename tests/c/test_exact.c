@@ -193,9 +193,9 @@ void rounding_check(int dt) {
 /* ------------------------------------------------------------------------
  * NaN in the grid, a register block at a time: a NaN channel stays NaN and
  * leaves the channels beside it alone, through the 2- and 4-tap sums, the
- * generic sums, forward and backward. (The bfloat16 vector store once put
- * an odd channel's NaN into the even channel next to it and wrote 0 in its
- * place: NaN never reached the grid in the other checks.) */
+ * generic sums, forward and backward. The vector stores of the half types
+ * handle two channels per 32-bit lane, where a NaN could leak into its
+ * neighbour; the other checks never put NaN on the grid. */
 
 void nan_channels(void) {
     static const struct { int mode, ac, aa; int64_t h[2], w[2]; } cases[] = {
