@@ -1,6 +1,6 @@
-"""`python -m vitpe_ext ...` runs the `vitpe` command line (see cli.py)."""
+"""`python -m vitpe_ext ...` runs the `vitpe` command line (see command/cli.py)."""
 import sys
 
-from .cli import main
+from .command.cli import main
 
 sys.exit(main())

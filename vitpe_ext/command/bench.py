@@ -1,14 +1,17 @@
 """vitpe bench: time the op against the anchors' ways of resizing a table.
 
-    python -m vitpe_ext.bench --device cpu --threads 2 --cases vitb16-512 \
+    vitpe bench --device cpu --threads 2 --cases vitb16-512 \
         --modes bicubic-ac --dtypes float32 --json bench.json
 
 Every row is verified before it is timed, in the same process: the op's
 output (and, for fwd+bwd rows, its input gradient) must match the recipe
-(vitpe_ext.reference.recipe_interpolate) -- float32 at assert_close's
+(vitpe_ext.op.reference.recipe_interpolate) -- float32 at assert_close's
 default tolerance against the float32 recipe, bfloat16/float16 within one
 rounding of the float64 recipe. A row that does not match is marked FAILED
 and the exit code is 1.
+
+The modes are every mode of the op's table, also corner-aligned and
+antialiased where it takes those flags ("bicubic-ac", "bicubic-aa").
 
 Each row times, for one case x mode x dtype x pass:
   op           vitpe_ext.interpolate_pos_embed
@@ -56,8 +59,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from . import ops
-from .reference import recipe_interpolate, torch_has_lanczos
+from .. import op
+from ..op import PROFILES
+from ..op.reference import has_recipe, recipe_interpolate, torch_mode
+from .resizing import mode_variants
 
 
 # -- what is benchmarked --------------------------------------------------------
@@ -86,17 +91,9 @@ CASES: Dict[str, Case] = {c.name: c for c in (
 )}
 DEFAULT_CASES = [name for name in CASES if not name.startswith("smoke")]
 
-# name -> (F.interpolate-style mode, align_corners, antialias)
-MODES: Dict[str, tuple] = {
-    "nearest": ("nearest", None, False),
-    "bilinear": ("bilinear", False, False),
-    "bilinear-ac": ("bilinear", True, False),
-    "bicubic": ("bicubic", False, False),
-    "bicubic-ac": ("bicubic", True, False),
-    "bicubic-aa": ("bicubic", False, True),
-    "area": ("area", None, False),
-    "lanczos3": ("lanczos3", None, False),
-}
+# name -> (the op's mode, align_corners, antialias): "bicubic", "bicubic-ac", "bicubic-aa", ...
+MODES: Dict[str, tuple] = {mode + ("-ac" if ac else "-aa" if aa else ""): (mode, ac, aa)
+                           for mode, ac, aa in mode_variants()}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16,
           "float16": torch.float16, "float64": torch.float64}
 PASSES = {"fwd": "forward", "fwdbwd": "forward+backward"}
@@ -231,9 +228,9 @@ def capture_graph(fn: Callable[[], object], calls: int):
 
 def _op(x, case, spec):
     mode, ac, aa = spec
-    return ops.interpolate_pos_embed(x, (case.hout, case.hout), (case.hin, case.hin),
-                                     num_prefix_tokens=case.prefix, mode=mode,
-                                     align_corners=ac, antialias=aa)
+    return op.interpolate_pos_embed(x, (case.hout, case.hout), (case.hin, case.hin),
+                                    num_prefix_tokens=case.prefix, mode=mode,
+                                    align_corners=ac, antialias=aa)
 
 
 def _recipe(x, case, spec, compute_dtype=None):
@@ -246,7 +243,9 @@ def _recipe(x, case, spec, compute_dtype=None):
 def _torchvision_fn(case, spec):
     """torchvision's interpolate_embeddings, where its convention holds."""
     mode, ac, aa = spec
-    if not (mode in ("bilinear", "bicubic") and ac and not aa and case.prefix == 1 and case.batch == 1):
+    convention = PROFILES["torchvision"]
+    if not (mode in convention.modes and bool(ac) == convention.align_corners
+            and bool(aa) == convention.antialias and case.prefix == 1 and case.batch == 1):
         return None
     try:
         from torchvision.models.vision_transformer import interpolate_embeddings
@@ -261,7 +260,7 @@ def _torchvision_fn(case, spec):
 def _timm_fn(case, spec):
     """timm's resample_abs_pos_embed (one table, F.interpolate modes)."""
     mode, ac, aa = spec
-    if case.batch != 1 or mode == "lanczos3":
+    if case.batch != 1 or torch_mode(mode) != mode:  # timm hands the mode to F.interpolate by name
         return None
     try:
         from timm.layers import resample_abs_pos_embed
@@ -348,7 +347,7 @@ def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device:
     spec, dtype = MODES[mode_name], DTYPES[dtype_name]
     row = Row(case.name, case.what, mode_name, dtype_name, pass_name, case.batch, case.prefix,
               case.hin, case.hout, case.channels)
-    if spec[0] == "lanczos3" and not torch_has_lanczos():
+    if not has_recipe(spec[0]):
         row.status, row.note = "n/a", "the recipe needs F.interpolate(mode='lanczos') (torch >= 2.14)"
         return row
     gen = torch.Generator().manual_seed(seed)

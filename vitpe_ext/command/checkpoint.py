@@ -1,6 +1,6 @@
 """Checkpoints for the CLI: load them without running code, find the
 position-embedding table(s), work out their layout, save them atomically in
-the format OUT's extension names (vitpe_ext/resizing.py resizes the tables).
+the format OUT's extension names (resizing.py resizes the tables).
 
 Loading never executes a pickle: torch files go through
 `torch.load(weights_only=True)` (tensors and plain containers only) and
@@ -292,7 +292,7 @@ class Family:
     name: str            # layout family
     table_suffix: str    # the table's state-dict key, after any model prefix ("module.", "vit.")
     patch_suffix: str    # the patch-embedding conv weight (out, in, ph, pw), same model prefix
-    profile: str         # default vitpe_ext.profiles name
+    profile: str         # the default profile (a vitpe_ext.PROFILES name)
 
 
 FAMILIES = (
@@ -518,7 +518,7 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
 
     # The mae refinement also covers fine-tuned MAE checkpoints: their table is the fixed sin-cos one.
     if family_name == "timm" and grid[0] * grid[1] > 1:
-        from .sincos import match_sincos
+        from ..integrations.sincos import match_sincos
         variant, _ = match_sincos(table.reshape(-1, tokens, table.shape[-1])[0, prefix:].double().numpy(), grid)
         if variant == "mae":
             family_name, profile = "mae", "mae"

@@ -4,7 +4,7 @@
     vitpe inspect CKPT                       its table(s): layout, dtype, norms, sin-cos?, NaN/Inf
     vitpe plot CKPT -o fig.png               similarity maps and value histograms, every mode
     vitpe demo [CKPT]                        every mode against the exact answer, a forward pass, a plot
-    vitpe bench ...                          the benchmark (vitpe_ext/bench.py)
+    vitpe bench ...                          the benchmark (vitpe_ext/command/bench.py)
 
 A problem with the input (missing file, no embedding key, a size that is not a
 multiple of the patch, an OUT that must not be written, ...) ends the process
@@ -23,6 +23,7 @@ from typing import List, Optional, Sequence, Set
 
 import torch  # noqa: F401  (load libtorch before vitpe_ext._C)
 
+from ..op import MODES, PROFILES, mode_info
 from .atomic import Interrupted, OutputError, check_output, cleanup_on_signals, sweep_stale_temps, write_atomic
 from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, NoEmbeddingKey, check_storable,
                          describe, find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
@@ -30,8 +31,6 @@ from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embed
 from .resizing import Method, plan_resize
 
 USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
-
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
 
 
 # -- shared arguments ------------------------------------------------------------
@@ -57,8 +56,13 @@ def _add_layout_args(parser: argparse.ArgumentParser) -> None:
                        help="patch size in pixels (default: from the patch-embedding weight)")
 
 
+def _modes_taking(flag: str) -> str:
+    """'bilinear/bicubic': the modes that take align_corners=True, or an optional antialias."""
+    return "/".join(m for m in MODES if (mode_info(m).align_corners if flag == "align_corners"
+                                         else mode_info(m).antialias == "optional"))
+
+
 def _add_method_args(parser: argparse.ArgumentParser) -> None:
-    from .profiles import PROFILES
     group = parser.add_argument_group(
         "resize method",
         "Default: the profile of the checkpoint's library (torchvision, timm, hf, mae, dinov2...; hf's plain "
@@ -68,9 +72,9 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--profile", choices=sorted(PROFILES), help="reproduce this library's resize")
     group.add_argument("--mode", choices=MODES, help="interpolation mode")
     group.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
-                       help="bilinear/bicubic: map corner centres to corner centres")
+                       help=f"{_modes_taking('align_corners')}: map corner centres to corner centres")
     group.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
-                       help="bilinear/bicubic: Pillow-style antialiased kernel")
+                       help=f"{_modes_taking('antialias')}: Pillow-style antialiased kernel")
     group.add_argument("--sincos", action="store_true",
                        help="fixed sin-cos table (MAE): regenerate it exactly at the new grid instead of interpolating")
 
@@ -277,7 +281,7 @@ def _table_rows(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def inspect_rows(ckpt: Checkpoint, embs: List[Embedding]):
-    from .sincos import match_sincos
+    from ..integrations.sincos import match_sincos
     rows, problems = [], []
     for emb in embs:
         table = ckpt.get(emb.key)
@@ -350,6 +354,13 @@ def cmd_plot(args) -> int:
     return 0
 
 
+# -- demo ------------------------------------------------------------------------
+
+def cmd_demo(args) -> int:
+    from .demo import run  # lazy: the demo pulls in torchvision
+    return run(args)
+
+
 # -- parser and entry point ------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
@@ -412,9 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attention heads of CKPT's model, for the forward pass (default: a num_heads/"
                         "num_attention_heads entry in CKPT, else torchvision's for that width)")
     _add_layout_args(p)
-    p.set_defaults(run=lambda args: __import__("vitpe_ext.demo", fromlist=["run"]).run(args))
+    p.set_defaults(run=cmd_demo)
 
-    # listed for --help; main() hands its arguments to vitpe_ext.bench unparsed
+    # listed for --help; main() hands its arguments to the bench's own parser unparsed
     sub.add_parser("bench", add_help=False, help="verify, then time the op against the anchors (vitpe bench --help)")
     return parser
 

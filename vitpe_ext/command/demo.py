@@ -25,20 +25,13 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from ..op import PROFILES
 from .checkpoint import (Checkpoint, CheckpointError, Embedding, describe, format_pair, load_checkpoint,
                          nonfinite_summary, select_keys)
-from .resizing import Method
+from .resizing import Method, mode_variants
 
-DEMO_METHODS = (
-    Method(mode="nearest"),
-    Method(mode="nearest-exact"),
-    Method(mode="bilinear"),
-    Method(mode="bilinear", align_corners=True),
-    Method(mode="bicubic"),
-    Method(mode="bicubic", align_corners=True),
-    Method(mode="bicubic", antialias=True),
-    Method(mode="area"),
-    Method(mode="lanczos3"),
+DEMO_METHODS = tuple(Method(mode=mode, align_corners=ac, antialias=aa or None)
+                     for mode, ac, aa in mode_variants()) + (
     Method(profile="dinov2"),  # the one library setting no plain mode covers: scale_factor (n + 0.1) / 14
 )
 DEFAULT_SIZES = ((384, 384), (512, 512))
@@ -48,7 +41,6 @@ DEFAULT_NAME = "torchvision vit_b_16 (random weights) with a 2-D sin-cos encoder
 
 def used_by(method: Method) -> str:
     """The library profiles whose numbers this method reproduces (up to their compute dtype)."""
-    from .profiles import PROFILES
     if method.profile is not None:
         return method.profile
     settings = method.resolved()
@@ -62,7 +54,7 @@ def sincos_vit_b_16() -> Tuple[Checkpoint, Embedding]:
     """torchvision's ViT-B/16 state dict with MAE's sin-cos table (cls row zeros)."""
     from torchvision.models import vit_b_16
 
-    from .sincos import get_2d_sincos_pos_embed
+    from ..integrations.sincos import get_2d_sincos_pos_embed
     # Every weight but the table has the same shape at any image size, so one
     # model built for the first target size serves both as the 224 state dict
     # (with the 224 table put in) and, later, as the model the resized dict
@@ -98,9 +90,9 @@ def _recipe(method: Method):
     """The anchors' permute + F.interpolate + cat recipe for the same settings, or None."""
     if method.profile is not None or method.sincos:
         return None
-    from .reference import recipe_interpolate, torch_has_lanczos
+    from ..op.reference import has_recipe, recipe_interpolate
     settings = method.resolved()
-    if settings["mode"] == "lanczos3" and not torch_has_lanczos():
+    if not has_recipe(settings["mode"]):
         return None
     return lambda table, grid, old, prefix: recipe_interpolate(
         table.reshape(-1, table.shape[-2], table.shape[-1]), grid, old, prefix, settings["mode"],
@@ -271,7 +263,7 @@ def run(args) -> int:
     for image, grid, note in _sizes(args, emb):
         if note:
             print(f"note: {note}")
-        from .sincos import sincos_2d_resampled
+        from ..integrations.sincos import sincos_2d_resampled
         truth = (torch.from_numpy(sincos_2d_resampled(emb.dim, emb.grid, grid)) if default
                  else _grid_part(profile_method.apply(table, grid, emb.grid, emb.prefix_tokens), emb.prefix_tokens))
         kind = "exact" if default else "vs profile"

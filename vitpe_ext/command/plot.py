@@ -10,7 +10,7 @@ negative lobes overshoots, averaging shrinks). With a known exact table (the
 demo's sin-cos field) an extra row shows where each method's error lives.
 
 Headless: matplotlib with the Agg backend, imported only here. The image is
-written atomically (vitpe_ext/atomic.py), in the format its extension names.
+written atomically (atomic.py), in the format its extension names.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from .. import op
 from .checkpoint import Checkpoint, CheckpointError, Embedding, Key, Pair, format_pair, nonfinite_summary
 
 
@@ -46,6 +47,23 @@ def check_fits(shape: Sequence[int], dtype: torch.dtype, what: str = "the resize
 
 # -- methods ---------------------------------------------------------------------
 
+def mode_variants() -> List[Tuple[str, Optional[bool], bool]]:
+    """(mode, align_corners, antialias) for every mode of the op's table, in
+    its order: as it comes, then corner-aligned where the mode takes
+    align_corners=True, then antialiased where antialias is optional (a mode
+    that always antialiases has no separate row). The demo and the benchmark
+    run these, so a mode added to the table shows up in both."""
+    rows: List[Tuple[str, Optional[bool], bool]] = []
+    for mode in op.MODES:
+        info = op.mode_info(mode)
+        rows.append((mode, None, False))
+        if info.align_corners:
+            rows.append((mode, True, False))
+        if info.antialias == "optional":
+            rows.append((mode, None, True))
+    return rows
+
+
 @dataclass(frozen=True)
 class Method:
     """How to resize: a library profile, explicit op settings, or (for fixed
@@ -60,14 +78,10 @@ class Method:
         """The settings that will run: mode, align_corners, antialias (+ profile extras)."""
         if self.sincos:
             return {"sincos": True}
-        if self.profile is not None:
-            from .profiles import resolve
-            try:
-                return resolve(self.profile, self.mode, self.align_corners, self.antialias, None).settings()
-            except ValueError as exc:
-                raise CheckpointError(str(exc)) from None
-        return {"mode": self.mode or "bicubic", "align_corners": self.align_corners,
-                "antialias": bool(self.antialias)}
+        try:
+            return op.resolve(self.profile, self.mode, self.align_corners, self.antialias).settings()
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
 
     @property
     def label(self) -> str:
@@ -90,10 +104,9 @@ class Method:
         try:
             if self.sincos:
                 return regenerate_sincos(table, new_grid, old_grid, prefix)
-            from . import interpolate_pos_embed
-            return interpolate_pos_embed(table, new_grid, old_grid, prefix, mode=self.mode,
-                                         align_corners=self.align_corners, antialias=self.antialias,
-                                         profile=self.profile)
+            return op.interpolate_pos_embed(table, new_grid, old_grid, prefix, mode=self.mode,
+                                            align_corners=self.align_corners, antialias=self.antialias,
+                                            profile=self.profile)
         except ValueError as exc:  # the op's argument checks: a clear message already
             raise CheckpointError(str(exc).splitlines()[0]) from None
         except (RuntimeError, MemoryError) as exc:  # e.g. an allocation failing
@@ -103,7 +116,7 @@ class Method:
 
 def check_sincos(table: torch.Tensor, old_grid: Pair, prefix: int) -> str:
     """The sin-cos variant of the table's grid part; refuses a learned table."""
-    from .sincos import match_sincos
+    from ..integrations.sincos import match_sincos
     rows = table.reshape(-1, table.shape[-2], table.shape[-1])
     variant, diff = match_sincos(rows[0, prefix:].double().numpy(), old_grid)
     if variant is None:
@@ -121,7 +134,7 @@ def regenerate_sincos(table: torch.Tensor, new_grid: Pair, old_grid: Pair, prefi
     row is zeros)."""
     import numpy as np
 
-    from .sincos import get_2d_sincos_pos_embed
+    from ..integrations.sincos import get_2d_sincos_pos_embed
     tokens, dim = table.shape[-2], table.shape[-1]
     rows = table.reshape(-1, tokens, dim)
     variant = check_sincos(table, old_grid, prefix)

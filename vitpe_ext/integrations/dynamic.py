@@ -26,8 +26,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from .ops import interpolate_pos_embed  # looked up at call time: tests count calls by patching it
-from . import profiles as _profiles
+from ..op import interpolate_pos_embed, resolve  # a global: tests count calls by patching it
 
 __all__ = ["DynamicPosEmbed", "PosEmbedResizer"]
 
@@ -62,7 +61,7 @@ class PosEmbedResizer:
         self.settings = {"mode": mode, "align_corners": align_corners, "antialias": antialias,
                          "profile": profile}
         if profile is not None:  # fail at construction, not at the first odd-sized input
-            _profiles.resolve(profile, mode, align_corners, antialias, None)
+            resolve(profile, mode, align_corners, antialias)
         self.cache = bool(cache)
         self.max_entries = int(max_entries)
         self._entries: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()

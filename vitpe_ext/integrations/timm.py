@@ -21,12 +21,12 @@ from typing import List, Optional
 
 import torch
 
+from ..op import interpolate_pos_embed
 from ._patching import Patcher, PatchHandle
-from .ops import interpolate_pos_embed
 
 __all__ = ["resample_abs_pos_embed", "patch", "unpatch"]
 
-_logger = logging.getLogger(__name__)
+_logger = logging.getLogger("vitpe_ext.timm")  # the path users import it by
 
 
 def _is_exporting() -> bool:

@@ -21,13 +21,13 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from ..op import PROFILES, interpolate_pos_embed
 from ._patching import Patcher, PatchHandle
 from .dynamic import PosEmbedResizer
-from .ops import interpolate_pos_embed
 
 __all__ = ["interpolate_embeddings", "patch", "unpatch", "make_dynamic"]
 
-_ALIGNED_MODES = ("bilinear", "bicubic")  # the modes align_corners=True is defined for
+_CONVENTION = PROFILES["torchvision"]  # torchvision's modes, corner-aligned, in the table's dtype
 
 
 def _pair(value, name):
@@ -56,8 +56,9 @@ def interpolate_embeddings(
         grid is (h // ph, w // pw).
     model_state: a state dict; its "encoder.pos_embedding" (1, P + S, D) is
         replaced in place (torchvision does the same) when its size changes.
-    interpolation_mode: any vitpe mode; bilinear/bicubic corner-aligned as in
-        torchvision, the others with their usual coordinate mapping.
+    interpolation_mode: any vitpe mode; torchvision's own (bilinear, bicubic)
+        through the "torchvision" profile, corner-aligned, the others with
+        their usual coordinate mapping.
     reset_heads: drop the "heads*" keys from the result, only when resized.
     num_prefix_tokens: P, the tokens copied unchanged (torchvision: 1).
     old_size: the checkpoint grid (h, w); None: a square one, as torchvision.
@@ -92,10 +93,13 @@ def interpolate_embeddings(
     if new_grid == old_grid:
         return model_state
 
-    align_corners = True if interpolation_mode in _ALIGNED_MODES else None
-    model_state["encoder.pos_embedding"] = interpolate_pos_embed(
-        pos_embedding, new_grid, old_grid, num_prefix_tokens, mode=interpolation_mode,
-        align_corners=align_corners, antialias=False)
+    if interpolation_mode in _CONVENTION.modes:
+        resized = interpolate_pos_embed(pos_embedding, new_grid, old_grid, num_prefix_tokens,
+                                        mode=interpolation_mode, profile=_CONVENTION.name)
+    else:  # a mode torchvision lacks: its own coordinate mapping, as the op defines it
+        resized = interpolate_pos_embed(pos_embedding, new_grid, old_grid, num_prefix_tokens,
+                                        mode=interpolation_mode)
+    model_state["encoder.pos_embedding"] = resized
 
     if reset_heads:
         model_state_copy: "OrderedDict[str, torch.Tensor]" = OrderedDict()
@@ -189,7 +193,7 @@ def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvis
     (still model.encoder.pos_embedding, so state dicts are unchanged) is
     resized to the input's grid through the op on every forward: with
     autograd when training, from a cache when gradients are off (see
-    vitpe_ext.dynamic). The native size uses the table itself.
+    vitpe_ext.DynamicPosEmbed). The native size uses the table itself.
 
     profile/mode/...: how to resize; the default "torchvision" profile gives
     what interpolate_embeddings would give for that size (bicubic,

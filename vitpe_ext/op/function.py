@@ -1,20 +1,18 @@
-"""The public function and the Python half of the op registration: fake
-kernels (torch.compile, export) and autograd. The schemas and the CPU/CUDA
-kernels are registered in C++ (csrc/shim.cpp), and so is every check of the
-op's arguments: the fake kernels ask C++ (vitpe::check_call) rather than
-repeat the rules."""
+"""The public function, interpolate_pos_embed, and what it does before it
+calls the op: argument types checked for what they are, defaults filled in
+from the mode table, a library profile resolved to plain settings. Every
+other check of the arguments runs in C++ (csrc/shim.cpp), once, for this
+function, torch.ops.vitpe.* and the fake kernels alike."""
 from __future__ import annotations
 
 import numbers
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
-
-_forward = torch.ops.vitpe.interpolate_pos_embed.default
-_backward = torch.ops.vitpe.interpolate_pos_embed_backward.default
-_check_call = torch.ops.vitpe.check_call.default
+from .modes import DEFAULT_MODE, MODES
+from .profiles import Profile, get_profile
+from .registration import _forward
 
 
 # -- argument types --------------------------------------------------------------
@@ -104,7 +102,7 @@ def _check_table(pos_embed) -> None:
 def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor) -> Tuple:
     """The caller's arguments in the op's types, defaults filled in."""
     if mode is None:
-        mode = "bicubic"
+        mode = DEFAULT_MODE
     elif not isinstance(mode, str):
         raise ValueError(f"mode must be a str, one of {list(MODES)}, got {mode!r} of type {type(mode).__name__}")
     return (
@@ -116,6 +114,64 @@ def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antiali
         bool(_flag(antialias, "antialias")),
         None if scale_factor is None else _pair(scale_factor, "scale_factor", "floats"),
     )
+
+
+# -- profiles: a library's conventions, resolved to the op's settings ------------------
+
+def resolve(profile: Optional[str], mode: Optional[str] = None, align_corners: Optional[bool] = None,
+            antialias: Optional[bool] = None, scale_factor=None) -> Profile:
+    """The settings interpolate_pos_embed runs with for these arguments (None:
+    not given), as a Profile: the named profile with the caller's arguments
+    merged in, or, without one, the op's defaults (name None). Raises
+    ValueError where an argument contradicts the profile. Callers that keep
+    settings for later (DynamicPosEmbed, the vitpe command) resolve them once
+    here, so that a contradiction fails before any table is resized."""
+    if profile is not None and not isinstance(profile, str):
+        raise ValueError(f"profile must be a str, got {profile!r} of type {type(profile).__name__}")
+    align_corners, antialias = _flag(align_corners, "align_corners"), _flag(antialias, "antialias")
+    if profile is None:
+        return Profile(None, "vitpe", DEFAULT_MODE if mode is None else mode, align_corners, bool(antialias),
+                       None, None, free=("mode", "align_corners", "antialias"), modes=None)
+    return get_profile(profile).merged(mode, align_corners, antialias, scale_factor)
+
+
+def _interpolate_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix_tokens: int,
+                         prof: Profile) -> torch.Tensor:
+    """The op with a resolved profile's settings, compute dtype and coordinate
+    mapping. pos_embed is 3-D."""
+    new_size = _pair(new_size, "new_size")
+    if old_size is None:
+        grid_tokens = pos_embed.shape[1] - num_prefix_tokens
+        side = int(round(max(grid_tokens, 0) ** 0.5))
+        old_size = [side, side]  # the op validates side*side == grid_tokens
+    old_size = _pair(old_size, "old_size")
+    if [int(s) for s in new_size] == [int(s) for s in old_size]:
+        # Every library returns the table itself when the grid does not
+        # change; DINOv2's offset mapping and timm's float32 round trip
+        # would otherwise alter it.
+        return pos_embed.clone(memory_format=torch.contiguous_format)
+
+    scale_factor = None
+    if prof.scale_offset is not None:
+        # DINOv2's "historical kludge": F.interpolate(scale_factor=((h+0.1)/H,
+        # (w+0.1)/W)). floor(H * sf) == h, and the mapping uses 1/sf, not H/h.
+        scale_factor = [(int(new_size[0]) + prof.scale_offset) / int(old_size[0]),
+                        (int(new_size[1]) + prof.scale_offset) / int(old_size[1])]
+
+    orig_dtype = pos_embed.dtype
+    table = pos_embed
+    if prof.compute_dtype is not None and orig_dtype != prof.compute_dtype:
+        table = pos_embed.to(prof.compute_dtype)
+    out = _interpolate(table, new_size, old_size, num_prefix_tokens, prof.mode, prof.align_corners,
+                       prof.antialias, scale_factor, None)
+    if out.dtype != orig_dtype:
+        out = out.to(orig_dtype)
+        narrowing = torch.finfo(prof.compute_dtype).bits < torch.finfo(orig_dtype).bits
+        if num_prefix_tokens and narrowing and not prof.cast_prefix:
+            # The libraries split the prefix off before casting, so a narrowing
+            # compute dtype (timm's float32 for a float64 table) must not touch it.
+            out = torch.cat([pos_embed[:, :num_prefix_tokens], out[:, num_prefix_tokens:]], dim=1)
+    return out
 
 
 # -- the public function ------------------------------------------------------------
@@ -140,10 +196,12 @@ def interpolate_pos_embed(
     old_size: the old grid; None infers a square one.
     mode, align_corners, antialias, scale_factor: as F.interpolate on the grid
         (scale_factor as with recompute_scale_factor=False; it must give
-        floor(old * scale) == new_size). mode also takes "lanczos3".
-        Unset (None): mode "bicubic", antialias False, or the profile's.
+        floor(old * scale) == new_size). mode: one of vitpe_ext.MODES, the C
+        kernels' mode table (F.interpolate's modes and "lanczos3").
+        Unset (None): the default mode (DEFAULT_MODE, bicubic), antialias
+        False, or the profile's.
     profile: reproduce one library's resize exactly: "torchvision", "timm",
-        "hf", "mae", "dinov2", "dinov2-reg", "big_vision" (vitpe_ext.profiles).
+        "hf", "mae", "dinov2", "dinov2-reg", "big_vision" (vitpe_ext.PROFILES).
         It sets mode/align_corners/antialias/coordinate mapping/compute dtype;
         an explicit argument contradicting it raises ValueError.
 
@@ -169,14 +227,10 @@ def _interpolate(pos_embed: torch.Tensor, new_size: Union[int, List[int]],
                  scale_factor: Optional[Union[float, List[float]]], profile: Optional[str]) -> torch.Tensor:
     _check_table(pos_embed)
     if profile is not None:
-        if not isinstance(profile, str):
-            raise ValueError(f"profile must be a str, got {profile!r} of type {type(profile).__name__}")
-        from . import profiles  # lazy: profiles calls back into this function
-        resolved = profiles.resolve(profile, mode, _flag(align_corners, "align_corners"),
-                                    _flag(antialias, "antialias"), scale_factor)
+        resolved = resolve(profile, mode, align_corners, antialias, scale_factor)
         squeeze = pos_embed.dim() == 2
         table = pos_embed.unsqueeze(0) if squeeze else pos_embed
-        out = profiles.interpolate_with_profile(table, new_size, old_size, num_prefix_tokens, resolved)
+        out = _interpolate_profile(table, new_size, old_size, num_prefix_tokens, resolved)
         return out.squeeze(0) if squeeze else out
     args = _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor)
     squeeze = pos_embed.dim() == 2
@@ -207,114 +261,6 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
     if scale_factor is not None:
         factors = [scale_factor, scale_factor] if isinstance(scale_factor, float) else scale_factor
     out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens,
-                                                "bicubic" if mode is None else mode, align_corners,
+                                                DEFAULT_MODE if mode is None else mode, align_corners,
                                                 False if antialias is None else antialias, factors)
     return out.squeeze(0) if squeeze else out
-
-
-# -- fake kernels: shapes, after the op's own checks ----------------------------
-
-def _concrete(value):
-    """A traced size as a plain int (its example value), or None if unknown."""
-    if isinstance(value, torch.SymInt):
-        node = value.node  # an unbacked size (data-dependent) has no example value
-        return int(node.hint) if node.has_hint() else None
-    return int(value)
-
-
-def check_call(shape: Sequence[int], dtype: torch.dtype, device, new_size, old_size=None,
-               num_prefix_tokens: int = 1, mode: str = "bicubic", align_corners: Optional[bool] = None,
-               antialias: bool = False, scale_factor=None, input_tokens=None) -> None:
-    """Raise exactly what the op would raise for a table of this shape, dtype
-    and device, without the table: for a dry run, and for the fake kernels
-    (sizes traced as symbols are checked at their example values; unbacked
-    ones are left to the op at run time). With input_tokens: a call of the
-    backward op, `shape` being grad_output's."""
-    sizes = [_concrete(v) for v in shape]
-    new = [_concrete(v) for v in new_size]
-    old = None if old_size is None else [_concrete(v) for v in old_size]
-    tokens = None if input_tokens is None else _concrete(input_tokens)
-    if None in sizes or None in new or (old is not None and None in old) \
-            or (input_tokens is not None and tokens is None):
-        return
-    # Straight to the C++ kernel: inside a fake kernel the tracer's modes
-    # would intercept the call (and log each expected error as a failure).
-    from torch.utils._python_dispatch import _disable_current_modes
-    with _disable_current_modes():
-        _check_call(sizes, dtype, torch.device(device), tokens, new, old, num_prefix_tokens, mode,
-                    align_corners, antialias, None if scale_factor is None else list(scale_factor))
-
-
-@torch.library.register_fake("vitpe::interpolate_pos_embed")
-def _forward_fake(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode="bicubic",
-                  align_corners=None, antialias=False, scale_factor=None):
-    check_call(pos_embed.shape, pos_embed.dtype, pos_embed.device, new_size, old_size, num_prefix_tokens,
-               mode, align_corners, antialias, scale_factor)
-    batch, _, channels = pos_embed.shape
-    return pos_embed.new_empty((batch, num_prefix_tokens + new_size[0] * new_size[1], channels))
-
-
-@torch.library.register_fake("vitpe::interpolate_pos_embed_backward")
-def _backward_fake(grad_output, input_tokens, new_size, old_size=None, num_prefix_tokens=1,
-                   mode="bicubic", align_corners=None, antialias=False, scale_factor=None):
-    check_call(grad_output.shape, grad_output.dtype, grad_output.device, new_size, old_size,
-               num_prefix_tokens, mode, align_corners, antialias, scale_factor, input_tokens=input_tokens)
-    batch, _, channels = grad_output.shape
-    return grad_output.new_empty((batch, input_tokens, channels))
-
-
-# -- autograd: the map is linear, so each op's derivative is the other op -------
-# Registered as the ops' Autograd kernels, so torch.ops.vitpe.* and the public
-# function take the same path. Not torch.library.register_autograd: its
-# generic wrapper (setup_context, output wrapping) cost 40-45 us per
-# forward+backward on this CPU, more than the kernels of a ViT-B table.
-
-class _Resize(torch.autograd.Function):
-    """interpolate_pos_embed with its derivative, the backward op."""
-
-    @staticmethod
-    def forward(ctx, pos_embed, *resize):
-        ctx.input_tokens = pos_embed.shape[1]
-        ctx.resize = resize  # new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor
-        with torch._C._AutoDispatchBelowAutograd():
-            return _forward(pos_embed, *resize)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return (_backward_autograd(grad, ctx.input_tokens, *ctx.resize),) + (None,) * len(ctx.resize)
-
-
-class _ResizeAdjoint(torch.autograd.Function):
-    """interpolate_pos_embed_backward with its derivative, the forward op."""
-
-    @staticmethod
-    def forward(ctx, grad_output, input_tokens, *resize):
-        ctx.resize = resize
-        with torch._C._AutoDispatchBelowAutograd():
-            return _backward(grad_output, input_tokens, *resize)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return (_forward_autograd(grad, *ctx.resize), None) + (None,) * len(ctx.resize)
-
-
-# The Autograd kernels. Called directly by the Functions' backward (a
-# dispatcher round trip costs ~10 us): under create_graph they record the
-# other op's Function (double backward), otherwise they run below autograd.
-def _forward_autograd(pos_embed, *resize):
-    if torch.is_grad_enabled() and pos_embed.requires_grad:
-        return _Resize.apply(pos_embed, *resize)
-    with torch._C._AutoDispatchBelowAutograd():
-        return _forward(pos_embed, *resize)
-
-
-def _backward_autograd(grad_output, input_tokens, *resize):
-    if torch.is_grad_enabled() and grad_output.requires_grad:
-        return _ResizeAdjoint.apply(grad_output, input_tokens, *resize)
-    with torch._C._AutoDispatchBelowAutograd():
-        return _backward(grad_output, input_tokens, *resize)
-
-
-_library = torch.library.Library("vitpe", "IMPL")
-_library.impl("interpolate_pos_embed", _forward_autograd, "Autograd")
-_library.impl("interpolate_pos_embed_backward", _backward_autograd, "Autograd")

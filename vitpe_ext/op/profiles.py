@@ -16,10 +16,14 @@ profile's value is only a default and an explicit argument may change it;
 every other explicit argument must equal the profile's value, or ValueError.
 The prefix-token count and grid sizes stay the caller's: they describe the
 table, not the library.
+
+This module is data: the table of conventions and the rule that merges a
+caller's arguments into one. interpolate_pos_embed (vitpe_ext/op/function.py)
+resolves a profile to plain settings before it calls the op.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -27,7 +31,7 @@ import torch
 
 @dataclass(frozen=True)
 class Profile:
-    name: str
+    name: Optional[str]               # None: no library's, the op's own defaults
     library: str                      # whose code this reproduces, for messages and docs
     mode: str
     align_corners: Optional[bool]     # None: F.interpolate's default for the mode (False)
@@ -48,6 +52,29 @@ class Profile:
             "compute_dtype": None if self.compute_dtype is None else str(self.compute_dtype).replace("torch.", ""),
             "scale_offset": self.scale_offset,
         }
+
+    def merged(self, mode: Optional[str], align_corners: Optional[bool], antialias: Optional[bool],
+               scale_factor) -> "Profile":
+        """This profile with the caller's explicit arguments merged in (None =
+        not given). Raises ValueError where an argument contradicts it."""
+        if scale_factor is not None:
+            raise ValueError(f"profile {self.name!r} fixes the coordinate mapping ({self.library}); "
+                             f"do not pass scale_factor with a profile")
+        given = {"mode": mode, "align_corners": align_corners, "antialias": antialias}
+        merged = {}
+        for arg, value in given.items():
+            fixed = getattr(self, arg)
+            if value is None or value == fixed:
+                merged[arg] = fixed
+            elif arg in self.free:
+                if arg == "mode" and self.modes is not None and value not in self.modes:
+                    raise ValueError(f"profile {self.name!r} ({self.library}) accepts mode in {list(self.modes)}, "
+                                     f"got mode={value!r}")
+                merged[arg] = value
+            else:
+                raise ValueError(f"profile {self.name!r} fixes {arg}={fixed!r} ({self.library}), "
+                                 f"got {arg}={value!r}; drop the argument or the profile")
+        return replace(self, **merged)
 
 
 PROFILES: Dict[str, Profile] = {p.name: p for p in (
@@ -90,70 +117,3 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}") from None
-
-
-def resolve(profile: str, mode: Optional[str], align_corners: Optional[bool], antialias: Optional[bool],
-            scale_factor) -> Profile:
-    """The profile with the caller's explicit arguments merged in (None = not
-    given). Raises ValueError where an argument contradicts the profile."""
-    prof = get_profile(profile)
-    if scale_factor is not None:
-        raise ValueError(f"profile {prof.name!r} fixes the coordinate mapping ({prof.library}); "
-                         f"do not pass scale_factor with a profile")
-    given = {"mode": mode, "align_corners": align_corners, "antialias": antialias}
-    merged = {}
-    for arg, value in given.items():
-        fixed = getattr(prof, arg)
-        if value is None or value == fixed:
-            merged[arg] = fixed
-        elif arg in prof.free:
-            if arg == "mode" and prof.modes is not None and value not in prof.modes:
-                raise ValueError(f"profile {prof.name!r} ({prof.library}) accepts mode in {list(prof.modes)}, "
-                                 f"got mode={value!r}")
-            merged[arg] = value
-        else:
-            raise ValueError(f"profile {prof.name!r} fixes {arg}={fixed!r} ({prof.library}), "
-                             f"got {arg}={value!r}; drop the argument or the profile")
-    return Profile(prof.name, prof.library, merged["mode"], merged["align_corners"], merged["antialias"],
-                   prof.compute_dtype, prof.scale_offset, prof.free, prof.modes, prof.cast_prefix)
-
-
-def interpolate_with_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix_tokens: int,
-                             prof: Profile) -> torch.Tensor:
-    """Run the op with a resolved profile (see resolve). pos_embed is 3-D."""
-    from .ops import _pair, interpolate_pos_embed  # ops imports this module lazily
-
-    new_size = _pair(new_size, "new_size")
-    if old_size is None:
-        grid_tokens = pos_embed.shape[1] - num_prefix_tokens
-        side = int(round(max(grid_tokens, 0) ** 0.5))
-        old_size = [side, side]  # the op validates side*side == grid_tokens
-    old_size = _pair(old_size, "old_size")
-    if [int(s) for s in new_size] == [int(s) for s in old_size]:
-        # Every library returns the table itself when the grid does not
-        # change; DINOv2's offset mapping and timm's float32 round trip
-        # would otherwise alter it.
-        return pos_embed.clone(memory_format=torch.contiguous_format)
-
-    scale_factor = None
-    if prof.scale_offset is not None:
-        # DINOv2's "historical kludge": F.interpolate(scale_factor=((h+0.1)/H,
-        # (w+0.1)/W)). floor(H * sf) == h, and the mapping uses 1/sf, not H/h.
-        scale_factor = [(int(new_size[0]) + prof.scale_offset) / int(old_size[0]),
-                        (int(new_size[1]) + prof.scale_offset) / int(old_size[1])]
-
-    orig_dtype = pos_embed.dtype
-    table = pos_embed
-    if prof.compute_dtype is not None and orig_dtype != prof.compute_dtype:
-        table = pos_embed.to(prof.compute_dtype)
-    out = interpolate_pos_embed(table, new_size, old_size, num_prefix_tokens, mode=prof.mode,
-                                align_corners=prof.align_corners, antialias=prof.antialias,
-                                scale_factor=scale_factor)
-    if out.dtype != orig_dtype:
-        out = out.to(orig_dtype)
-        narrowing = torch.finfo(prof.compute_dtype).bits < torch.finfo(orig_dtype).bits
-        if num_prefix_tokens and narrowing and not prof.cast_prefix:
-            # The libraries split the prefix off before casting, so a narrowing
-            # compute dtype (timm's float32 for a float64 table) must not touch it.
-            out = torch.cat([pos_embed[:, :num_prefix_tokens], out[:, num_prefix_tokens:]], dim=1)
-    return out

@@ -1,0 +1,13 @@
+"""The command wing: the `vitpe` command (python -m vitpe_ext) and its parts.
+
+    cli.py          argument parsing, resize / inspect / plot, exit codes
+    checkpoint.py   loading without running code, finding the table, saving
+    resizing.py     how a table is resized, and the plan of a checkpoint's changes
+    atomic.py       atomic output files, signal cleanup, stale temp files
+    plot.py         similarity maps and histograms
+    demo.py         `vitpe demo`: every mode against an exact answer
+    bench.py        `vitpe bench`: verify, then time, against the anchors
+
+Built on vitpe_ext.op and vitpe_ext.integrations; nothing imports this wing
+but the entry points (vitpe_ext.__main__, the `vitpe` script).
+"""

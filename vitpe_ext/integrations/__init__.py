@@ -1,0 +1,13 @@
+"""The integrations wing: the op inside other libraries' models and training.
+
+    torchvision.py   torchvision's interpolate_embeddings through vitpe, patch(), make_dynamic()
+    timm.py          timm's resample_abs_pos_embed through vitpe, patch()
+    dynamic.py       DynamicPosEmbed: a table for any grid, cached while no gradient is wanted
+    param_groups.py  layer-wise learning-rate groups for torchvision and timm ViTs
+    sincos.py        MAE's and big_vision's fixed 2-D sin-cos tables
+    _patching.py     nesting patches of a library's function
+
+Built on vitpe_ext.op only; nothing here imports vitpe_ext.command. Importing
+this package imports neither torchvision nor timm: torchvision.py and timm.py
+load them when called, and the package does not import those two modules.
+"""

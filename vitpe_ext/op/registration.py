@@ -1,0 +1,125 @@
+"""The Python half of the op's registration: fake kernels (torch.compile,
+export) and the one autograd path. The schemas and the CPU/CUDA kernels are
+registered in C++ (csrc/shim.cpp), and so is every check of the op's
+arguments: the fake kernels ask C++ (vitpe::check_call) rather than repeat
+the rules."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+from .. import _C  # noqa: F401  (registers torch.ops.vitpe.* before the handles below)
+from .modes import DEFAULT_MODE
+
+_forward = torch.ops.vitpe.interpolate_pos_embed.default
+_backward = torch.ops.vitpe.interpolate_pos_embed_backward.default
+_check_call = torch.ops.vitpe.check_call.default
+
+
+# -- fake kernels: shapes, after the op's own checks ----------------------------
+
+def _concrete(value):
+    """A traced size as a plain int (its example value), or None if unknown."""
+    if isinstance(value, torch.SymInt):
+        node = value.node  # an unbacked size (data-dependent) has no example value
+        return int(node.hint) if node.has_hint() else None
+    return int(value)
+
+
+def check_call(shape: Sequence[int], dtype: torch.dtype, device, new_size, old_size=None,
+               num_prefix_tokens: int = 1, mode: str = DEFAULT_MODE, align_corners: Optional[bool] = None,
+               antialias: bool = False, scale_factor=None, input_tokens=None) -> None:
+    """Raise exactly what the op would raise for a table of this shape, dtype
+    and device, without the table: for a dry run, and for the fake kernels
+    (sizes traced as symbols are checked at their example values; unbacked
+    ones are left to the op at run time). With input_tokens: a call of the
+    backward op, `shape` being grad_output's."""
+    sizes = [_concrete(v) for v in shape]
+    new = [_concrete(v) for v in new_size]
+    old = None if old_size is None else [_concrete(v) for v in old_size]
+    tokens = None if input_tokens is None else _concrete(input_tokens)
+    if None in sizes or None in new or (old is not None and None in old) \
+            or (input_tokens is not None and tokens is None):
+        return
+    # Straight to the C++ kernel: inside a fake kernel the tracer's modes
+    # would intercept the call (and log each expected error as a failure).
+    from torch.utils._python_dispatch import _disable_current_modes
+    with _disable_current_modes():
+        _check_call(sizes, dtype, torch.device(device), tokens, new, old, num_prefix_tokens, mode,
+                    align_corners, antialias, None if scale_factor is None else list(scale_factor))
+
+
+@torch.library.register_fake("vitpe::interpolate_pos_embed")
+def _forward_fake(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode=DEFAULT_MODE,
+                  align_corners=None, antialias=False, scale_factor=None):
+    check_call(pos_embed.shape, pos_embed.dtype, pos_embed.device, new_size, old_size, num_prefix_tokens,
+               mode, align_corners, antialias, scale_factor)
+    batch, _, channels = pos_embed.shape
+    return pos_embed.new_empty((batch, num_prefix_tokens + new_size[0] * new_size[1], channels))
+
+
+@torch.library.register_fake("vitpe::interpolate_pos_embed_backward")
+def _backward_fake(grad_output, input_tokens, new_size, old_size=None, num_prefix_tokens=1,
+                   mode=DEFAULT_MODE, align_corners=None, antialias=False, scale_factor=None):
+    check_call(grad_output.shape, grad_output.dtype, grad_output.device, new_size, old_size,
+               num_prefix_tokens, mode, align_corners, antialias, scale_factor, input_tokens=input_tokens)
+    batch, _, channels = grad_output.shape
+    return grad_output.new_empty((batch, input_tokens, channels))
+
+
+# -- autograd: the map is linear, so each op's derivative is the other op -------
+# Registered as the ops' Autograd kernels, so torch.ops.vitpe.* and the public
+# function take the same path. Not torch.library.register_autograd: its
+# generic wrapper (setup_context, output wrapping) cost 40-45 us per
+# forward+backward on this CPU, more than the kernels of a ViT-B table.
+
+class _Resize(torch.autograd.Function):
+    """interpolate_pos_embed with its derivative, the backward op."""
+
+    @staticmethod
+    def forward(ctx, pos_embed, *resize):
+        ctx.input_tokens = pos_embed.shape[1]
+        ctx.resize = resize  # new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor
+        with torch._C._AutoDispatchBelowAutograd():
+            return _forward(pos_embed, *resize)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_backward_autograd(grad, ctx.input_tokens, *ctx.resize),) + (None,) * len(ctx.resize)
+
+
+class _ResizeAdjoint(torch.autograd.Function):
+    """interpolate_pos_embed_backward with its derivative, the forward op."""
+
+    @staticmethod
+    def forward(ctx, grad_output, input_tokens, *resize):
+        ctx.resize = resize
+        with torch._C._AutoDispatchBelowAutograd():
+            return _backward(grad_output, input_tokens, *resize)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (_forward_autograd(grad, *ctx.resize), None) + (None,) * len(ctx.resize)
+
+
+# The Autograd kernels. Called directly by the Functions' backward (a
+# dispatcher round trip costs ~10 us): under create_graph they record the
+# other op's Function (double backward), otherwise they run below autograd.
+def _forward_autograd(pos_embed, *resize):
+    if torch.is_grad_enabled() and pos_embed.requires_grad:
+        return _Resize.apply(pos_embed, *resize)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _forward(pos_embed, *resize)
+
+
+def _backward_autograd(grad_output, input_tokens, *resize):
+    if torch.is_grad_enabled() and grad_output.requires_grad:
+        return _ResizeAdjoint.apply(grad_output, input_tokens, *resize)
+    with torch._C._AutoDispatchBelowAutograd():
+        return _backward(grad_output, input_tokens, *resize)
+
+
+_library = torch.library.Library("vitpe", "IMPL")
+_library.impl("interpolate_pos_embed", _forward_autograd, "Autograd")
+_library.impl("interpolate_pos_embed_backward", _backward_autograd, "Autograd")
