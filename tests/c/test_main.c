@@ -56,6 +56,9 @@
 int main(int argc, char **argv) {
     if (argc > 1) rng_state = strtoull(argv[1], NULL, 0); /* another seed: ./test_vitpe 42 */
     printf("c-kernels: seed 0x%llx\n", (unsigned long long)rng_state);
+    printf("c-kernels: modes (every sweep runs over the table):");
+    for (int mode = 0; mode < VITPE_MODE_COUNT; mode++) printf(" %s", vitpe_mode_name(mode));
+    printf("\n");
     errors();
     rounding_check(VITPE_F16);
     rounding_check(VITPE_BF16);
