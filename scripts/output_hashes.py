@@ -18,8 +18,8 @@ import math
 import torch
 
 import vitpe_ext
+from vitpe_ext.op import MODES, mode_info
 
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
 DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # (batch, prefix, old (h, w), new (h, w), channels, explicit scale factor?)
 SHAPES = [
@@ -32,9 +32,9 @@ SHAPES = [
 
 
 def flag_combos(mode):
-    interpolating = mode in ("bilinear", "bicubic")
-    corners = (None, False, True) if interpolating else (None,)
-    antialias = (False, True) if interpolating or mode == "lanczos3" else (False,)
+    info = mode_info(mode)
+    corners = (None, False, True) if info.align_corners else (None,)
+    antialias = (False, True) if info.antialias != "never" else (False,)
     return [(ac, aa) for ac in corners for aa in antialias]
 
 

@@ -1,6 +1,6 @@
 """Shared helpers for the op tests: table layouts, scale factors and the
 half-precision accuracy bound. Everything here builds inputs or checks
-outputs; the expected values always come from vitpe_ext.reference."""
+outputs; the expected values always come from vitpe_ext.op.reference."""
 from __future__ import annotations
 
 import math
@@ -9,23 +9,23 @@ import pytest
 import torch
 
 import vitpe_ext  # noqa: F401  (loads torch.ops.vitpe.*)
-from vitpe_ext.reference import recipe_interpolate, torch_has_lanczos
+from vitpe_ext.op import MODES, mode_info
+from vitpe_ext.op.reference import has_recipe, recipe_interpolate, torch_has_lanczos
 
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos3")
-INTERPOLATING = ("bilinear", "bicubic")
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def flag_combos(mode):
     """Every (align_corners, antialias) the op accepts for `mode`."""
-    corners = (None, False, True) if mode in INTERPOLATING else (None, False)
-    antialias = (False, True) if mode in INTERPOLATING + ("lanczos3",) else (False,)
+    info = mode_info(mode)
+    corners = (None, False, True) if info.align_corners else (None, False)
+    antialias = (False, True) if info.antialias != "never" else (False,)
     return [(ac, aa) for ac in corners for aa in antialias]
 
 
 def skip_if_no_lanczos(mode):
-    if mode == "lanczos3" and not torch_has_lanczos():
+    if not has_recipe(mode):
         pytest.skip("this torch has no F.interpolate(mode='lanczos') to compare lanczos3 with")
 
 
@@ -144,7 +144,7 @@ def count_op_calls(monkeypatch, module):
 
 
 __all__ = [
-    "MODES", "INTERPOLATING", "FLOAT_DTYPES", "HALF_DTYPES", "LAYOUTS", "flag_combos",
+    "MODES", "FLOAT_DTYPES", "HALF_DTYPES", "LAYOUTS", "flag_combos",
     "skip_if_no_lanczos", "make_table", "exact_scale_factor", "dinov2_scale_factor", "ulp",
-    "assert_within_half_ulp", "recipe_interpolate", "torch_has_lanczos", "count_op_calls",
+    "assert_within_half_ulp", "recipe_interpolate", "has_recipe", "torch_has_lanczos", "count_op_calls",
 ]

@@ -1,4 +1,4 @@
-"""The benchmark harness (vitpe_ext/bench.py): it runs end to end on the tiny
+"""The benchmark harness (vitpe_ext/command/bench.py): it runs end to end on the tiny
 case, writes parseable JSON, and its verification catches a wrong op."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import vitpe_ext  # noqa: F401  (loads torch.ops.vitpe.*)
-from vitpe_ext import bench
+from vitpe_ext.command import bench
+from vitpe_ext.op import reference
 
 FAST = ["--cases", "smoke", "--min-time", "0.002", "--repeats", "1"]
 
@@ -77,7 +78,7 @@ def test_malloc_choice_is_applied_and_reported(tmp_path, capsys, choice):
 @pytest.mark.parametrize("dtype,relative_error", [("float32", 1e-2), ("float32", 1e-4),
                                                   ("bfloat16", 2e-2)])
 def test_verification_catches_a_wrong_result(monkeypatch, tmp_path, capsys, dtype, relative_error):
-    real = bench.ops.interpolate_pos_embed
+    real = bench.op.interpolate_pos_embed
     calls = []
 
     def perturbed(*args, **kwargs):
@@ -86,11 +87,11 @@ def test_verification_catches_a_wrong_result(monkeypatch, tmp_path, capsys, dtyp
         # a scaled result: the gradient of fwd+bwd rows is scaled with it
         return out * (1 + relative_error)
 
-    monkeypatch.setattr(bench.ops, "interpolate_pos_embed", perturbed)
+    monkeypatch.setattr(bench.op, "interpolate_pos_embed", perturbed)
     path = tmp_path / "bench.json"
     rc = bench.main(FAST + ["--modes", "bilinear", "--dtypes", dtype, "--json", str(path)])
     captured = capsys.readouterr()
-    assert calls, "the harness did not call the op through vitpe_ext.ops"
+    assert calls, "the harness did not call the op through vitpe_ext.op"
     rows = json.loads(path.read_text())["rows"]
     assert rc == 1
     assert [r["status"] for r in rows] == ["FAILED", "FAILED"]
@@ -102,14 +103,14 @@ def test_the_op_raising_marks_the_row_failed(monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(bench.ops, "interpolate_pos_embed", broken)
+    monkeypatch.setattr(bench.op, "interpolate_pos_embed", broken)
     rc = bench.main(FAST + ["--modes", "area", "--dtypes", "float32", "--passes", "fwd"])
     out = capsys.readouterr().out
     assert rc == 1 and "FAILED (RuntimeError: boom)" in out
 
 
 def test_lanczos_rows_are_not_applicable_without_torch_lanczos(monkeypatch, capsys):
-    monkeypatch.setattr(bench, "torch_has_lanczos", lambda: False)
+    monkeypatch.setattr(reference, "torch_has_lanczos", lambda: False)
     rc = bench.main(FAST + ["--modes", "lanczos3", "--dtypes", "float32", "--passes", "fwd"])
     out = capsys.readouterr().out
     assert rc == 0 and "n/a" in out

@@ -1,4 +1,4 @@
-"""vitpe_ext.checkpoint and vitpe_ext.sincos: safe loading, key detection,
+"""vitpe_ext.command.checkpoint and vitpe_ext.integrations.sincos: safe loading, key detection,
 layout inference, atomic saving, sin-cos tables. Small synthetic state dicts;
 the CLI on top is tested in test_cli*.py (which reuses the builders here)."""
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import vitpe_ext  # noqa: F401  (loads the op)
-from vitpe_ext.atomic import OutputError, write_atomic
-from vitpe_ext.checkpoint import (Checkpoint, CheckpointError, describe, load_checkpoint, parse_pair,
+from vitpe_ext.command.atomic import OutputError, write_atomic
+from vitpe_ext.command.checkpoint import (Checkpoint, CheckpointError, describe, load_checkpoint, parse_pair,
                                   save_checkpoint, select_keys)
-from vitpe_ext.sincos import get_2d_sincos_pos_embed, match_sincos, sincos_2d_resampled
+from vitpe_ext.integrations.sincos import get_2d_sincos_pos_embed, match_sincos, sincos_2d_resampled
 
 DIM = 16
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 import vitpe_ext
-from vitpe_ext import cli
-from vitpe_ext.sincos import get_2d_sincos_pos_embed
+from vitpe_ext.command import cli
+from vitpe_ext.integrations.sincos import get_2d_sincos_pos_embed
 
 from test_checkpoint import _evil_class, make_state
 
@@ -306,7 +306,9 @@ def test_error_nonfinite_table_refused(tmp_path, capsys):
     state["pos_embed"][0, 5, 3] = float("nan")
     src = save(tmp_path, state)
     code, _, err = run(["resize", src, tmp_path / "o.pth", "--image-size", "128"], capsys)
-    assert_one_line_error(code, err, "1 NaN, 0 Inf in token 5", "--allow-nonfinite")
+    assert_one_line_error(code, err, "pos_embed has non-finite values (1 NaN, 0 Inf in token 5); ",
+                          "interpolation would spread them to their neighbours; ",
+                          "fix the checkpoint (or pass --allow-nonfinite)")
 
 
 def test_failed_write_leaves_no_partial_out(tmp_path, capsys, monkeypatch):
@@ -364,7 +366,7 @@ def test_plot_writes_a_png(tmp_path, capsys):
 # -- routing and real entry points ------------------------------------------------------
 
 def test_bench_is_routed_with_its_arguments(monkeypatch):
-    import vitpe_ext.bench as bench
+    import vitpe_ext.command.bench as bench
     seen = []
     monkeypatch.setattr(bench, "main", lambda argv=None: seen.append(argv) or 7)
     assert cli.main(["bench", "--device", "cpu", "--cases", "x"]) == 7

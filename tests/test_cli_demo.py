@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 import vitpe_ext  # noqa: F401  (loads the op)
-from vitpe_ext import cli
-from vitpe_ext.reference import recipe_interpolate
-from vitpe_ext.sincos import get_2d_sincos_pos_embed, sincos_2d_resampled
+from vitpe_ext.command import cli
+from vitpe_ext.op.reference import recipe_interpolate
+from vitpe_ext.integrations.sincos import get_2d_sincos_pos_embed, sincos_2d_resampled
 
 from test_checkpoint import make_state
 

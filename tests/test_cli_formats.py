@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import vitpe_ext
-from vitpe_ext import cli
+from vitpe_ext.command import cli
 
 from test_checkpoint import make_state
 from test_cli import assert_one_line_error, run, save
@@ -132,7 +132,7 @@ def test_empty_table(tmp_path, capsys):
 def test_output_larger_than_memory_is_refused_before_computing(tmp_path, capsys, monkeypatch, dry_run):
     src = save(tmp_path, make_state("timm"))
     calls = []
-    monkeypatch.setattr(vitpe_ext, "interpolate_pos_embed", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(vitpe_ext.op, "interpolate_pos_embed", lambda *a, **k: calls.append(a))
     side = 1 << 24  # a 2^20 x 2^20 grid: 2^40 tokens x 16 channels x 4 bytes
     code, _, err = run(["resize", src, tmp_path / "o.pth", "--image-size", str(side)]
                        + (["--dry-run"] if dry_run else []), capsys)
@@ -144,7 +144,7 @@ def test_output_larger_than_memory_is_refused_before_computing(tmp_path, capsys,
 
 def test_dry_run_computes_no_table(tmp_path, capsys, monkeypatch):
     src = save(tmp_path, make_state("timm"))
-    monkeypatch.setattr(vitpe_ext, "interpolate_pos_embed", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(vitpe_ext.op, "interpolate_pos_embed", lambda *a, **k: pytest.fail("computed"))
     code, out, err = run(["resize", src, tmp_path / "o.pth", "--image-size", "384", "--dry-run"], capsys)
     assert code == 0, err
     assert "(1, 17, 16) -> (1, 577, 16)" in out
@@ -157,7 +157,7 @@ def test_op_failures_are_one_line(tmp_path, capsys, monkeypatch, error):
 
     def fail(*args, **kwargs):
         raise error
-    monkeypatch.setattr(vitpe_ext, "interpolate_pos_embed", fail)
+    monkeypatch.setattr(vitpe_ext.op, "interpolate_pos_embed", fail)
     code, _, err = run(["resize", src, tmp_path / "o.pth", "--image-size", "384"], capsys)
     assert_one_line_error(code, err, str(error).splitlines()[0] if str(error) else "MemoryError")
     assert listing(tmp_path) == ["in.pth"]
@@ -168,7 +168,7 @@ def test_op_failures_are_one_line(tmp_path, capsys, monkeypatch, error):
 @pytest.mark.parametrize("command", ["plot", "demo"])
 def test_plot_output_extension_is_checked_first(tmp_path, capsys, monkeypatch, command):
     src = save(tmp_path, make_state("timm"))
-    monkeypatch.setattr(vitpe_ext, "interpolate_pos_embed", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(vitpe_ext.op, "interpolate_pos_embed", lambda *a, **k: pytest.fail("computed"))
     code, _, err = run([command, src, "-o", tmp_path / "x.pth"], capsys)
     assert_one_line_error(code, err, "x.pth: matplotlib cannot write the plot as .pth files; give -o one of the "
                                      "extensions", ".png", ".pdf", ".svg")
@@ -182,7 +182,7 @@ def test_plot_output_extension_is_checked_first(tmp_path, capsys, monkeypatch, c
     (["--min-time", "nan"], "--min-time a positive finite number of seconds (got --repeats 7, --min-time nan)"),
 ])
 def test_bench_arguments_are_checked_before_it_runs(capsys, monkeypatch, argv, message):
-    from vitpe_ext import bench
+    from vitpe_ext.command import bench
     monkeypatch.setattr(bench, "run_row", lambda *a: pytest.fail("the benchmark ran"))  # --min-time inf: forever
     code = cli.main(["bench", "--cases", "smoke"] + argv)
     out, err = capsys.readouterr()

@@ -1,7 +1,7 @@
 """The op on a CUDA device (csrc/vitpe_cuda.cu).
 
 What is held to what:
-  * the CUDA op against the ATen CUDA recipe (vitpe_ext.reference) over modes x
+  * the CUDA op against the ATen CUDA recipe (vitpe_ext.op.reference) over modes x
     flags x dtypes x prefix x shapes x strided layouts: float32/float64 at
     their rounding level (ATen's CUDA kernels fuse multiply-adds and evaluate
     some weights differently), half types within one rounding of the float64
@@ -21,7 +21,7 @@ import torch
 
 import vitpe_ext
 from vitpe_ext import interpolate_pos_embed
-from vitpe_ext.reference import recipe_interpolate, torch_has_lanczos
+from vitpe_ext.op.reference import has_recipe, recipe_interpolate
 
 from conftest import (FLOAT_DTYPES, MODES, assert_within_half_ulp, exact_scale_factor,
                       flag_combos, make_table)
@@ -76,7 +76,7 @@ def _assert_matches_recipe(ours, x, prefix, kw, what):
     (half types); lanczos3 without torch lanczos falls back to the CPU op in
     float64 (itself held to the recipe by the CPU tests)."""
     mode = kw["mode"]
-    if mode == "lanczos3" and not torch_has_lanczos():
+    if not has_recipe(mode):
         ref64 = _fwd(x.double().cpu(), kw["new_size"], kw["old_size"], prefix, mode,
                      kw["align_corners"], kw["antialias"], kw.get("scale_factor")).cuda()
     else:
@@ -127,14 +127,14 @@ def test_gradients_float64_match_cpu_and_recipe(mode, align_corners, antialias):
         (gh,) = torch.autograd.grad(interpolate_pos_embed(xh, num_prefix_tokens=prefix, **kw), xh,
                                     g.cpu())
         _assert_matches_cpu(gx, gh, mode, what)
-        if mode != "lanczos3" or torch_has_lanczos():
+        if has_recipe(mode):
             xr = x.clone().requires_grad_()
             (gr,) = torch.autograd.grad(recipe_interpolate(xr, num_prefix_tokens=prefix, **kw), xr, g)
             torch.testing.assert_close(gx, gr, rtol=1e-11, atol=1e-11, msg=what)
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
-@pytest.mark.parametrize("mode", ["bilinear", "bicubic", "area", "lanczos3"])
+@pytest.mark.parametrize("mode", MODES)
 def test_backward_op_matches_cpu_all_dtypes(mode, dtype):
     """The backward op directly, strided gradients, every dtype, bit for bit
     with the CPU op (the half types round once, on store, on both)."""

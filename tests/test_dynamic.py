@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vitpe_ext
-import vitpe_ext.dynamic as dynamic
+import vitpe_ext.integrations.dynamic as dynamic
 from vitpe_ext import DynamicPosEmbed
 
 from conftest import count_op_calls

@@ -1,5 +1,5 @@
 """Forward numerics of torch.ops.vitpe.interpolate_pos_embed against the
-F.interpolate recipe (vitpe_ext.reference.recipe_interpolate).
+F.interpolate recipe (vitpe_ext.op.reference.recipe_interpolate).
 
 float32/float64 must equal the recipe within rounding; float16/bfloat16 must
 be within one rounding (0.5 ulp) of the recipe run in float64 on the same
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from conftest import (FLOAT_DTYPES, HALF_DTYPES, LAYOUTS, MODES, assert_within_half_ulp,
                       dinov2_scale_factor, exact_scale_factor, flag_combos, make_table,
-                      recipe_interpolate, skip_if_no_lanczos, torch_has_lanczos)
+                      has_recipe, recipe_interpolate, skip_if_no_lanczos, torch_has_lanczos)
 from vitpe_ext import interpolate_pos_embed
 
 # (old grid, new grid): square up/down/identity, 1x1 in and out, non-square
@@ -87,7 +87,7 @@ def test_realistic_table(dtype):
     gen = torch.Generator().manual_seed(7)
     x = make_table(1, 1 + 14 * 14, 384, dtype, "contiguous", gen)
     for mode in MODES:
-        if mode == "lanczos3" and not torch_has_lanczos():
+        if not has_recipe(mode):
             continue
         for new in ((37, 37), (7, 7)):
             sf = [dinov2_scale_factor(14, new[0])] * 2
@@ -211,7 +211,7 @@ def test_thread_count_does_not_change_results(mode, dtype, num_threads):
     assert torch.equal(results[0][0], results[1][0]), "forward differs between 1 and 2 threads"
     assert torch.equal(results[0][1], results[1][1]), "backward differs between 1 and 2 threads"
     # and the split result is still the right one
-    if dtype == torch.float32 and (mode != "lanczos3" or torch_has_lanczos()):
+    if dtype == torch.float32 and has_recipe(mode):
         torch.testing.assert_close(results[1][0], recipe_interpolate(x, (24, 24), None, 1, mode))
 
 

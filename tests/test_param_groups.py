@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitpe_ext.param_groups import layer_decay_groups
+from vitpe_ext.integrations.param_groups import layer_decay_groups
 
 tv_vit = pytest.importorskip("torchvision.models.vision_transformer")
 

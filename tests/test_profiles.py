@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import vitpe_ext
 from vitpe_ext import interpolate_pos_embed
-from vitpe_ext.profiles import PROFILES
+from vitpe_ext.op.profiles import PROFILES
 
 # float32 arithmetic in different orders (and ATen's float weights) differ by
 # a few ulps of values ~4: tolerances sized for N(0,1) tables.

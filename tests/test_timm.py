@@ -1,4 +1,4 @@
-"""vitpe_ext.timm against timm's own resample_abs_pos_embed and ViT."""
+"""vitpe_ext.timm (vitpe_ext.integrations.timm) against timm's own resample_abs_pos_embed and ViT."""
 from __future__ import annotations
 
 import copy
@@ -12,7 +12,7 @@ timm = pytest.importorskip("timm")
 import timm.layers.pos_embed as timm_pos_embed  # noqa: E402
 import timm.models.vision_transformer as timm_vit  # noqa: E402
 
-import vitpe_ext.timm as vtimm  # noqa: E402
+import vitpe_ext.integrations.timm as vtimm  # noqa: E402
 from conftest import count_op_calls  # noqa: E402
 
 TIMM_RESAMPLE = timm_pos_embed.resample_abs_pos_embed  # timm's, captured before any patch

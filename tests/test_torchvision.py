@@ -1,5 +1,5 @@
-"""vitpe_ext.torchvision against torchvision 0.29's own interpolate_embeddings
-and VisionTransformer."""
+"""vitpe_ext.torchvision (vitpe_ext.integrations.torchvision) against
+torchvision 0.29's own interpolate_embeddings and VisionTransformer."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import vitpe_ext
-from vitpe_ext import torchvision as vtv
+from vitpe_ext.integrations import torchvision as vtv
+from vitpe_ext.op import MODES, PROFILES
+from vitpe_ext.op.reference import has_recipe, recipe_interpolate
 
 tv_vit = pytest.importorskip("torchvision.models.vision_transformer")
 TV_INTERPOLATE = tv_vit.interpolate_embeddings  # torchvision's, captured before any patch
@@ -105,16 +107,15 @@ def test_pair_image_size_and_prefix_tokens():
     assert torch.equal(out, vitpe_ext.interpolate_pos_embed(two, (20, 20), (10, 12), 2, "bilinear", True))
 
 
-@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "area", "lanczos3"])
+@pytest.mark.parametrize("mode", [m for m in MODES if m not in PROFILES["torchvision"].modes])
 def test_modes_torchvision_rejects(mode):
-    from vitpe_ext.reference import torch_has_lanczos
-    if mode == "lanczos3" and not torch_has_lanczos():
+    if not has_recipe(mode):
         pytest.skip("no F.interpolate lanczos in this torch")
     x = torch.randn(1, 1 + 14 * 14, 16)
     with pytest.raises((ValueError, NotImplementedError)):
         TV_INTERPOLATE(384, 16, OrderedDict({"encoder.pos_embedding": x}), mode)
     out = vtv.interpolate_embeddings(384, 16, OrderedDict({"encoder.pos_embedding": x}), mode)
-    expected = vitpe_ext.reference.recipe_interpolate(x, (24, 24), (14, 14), 1, mode)
+    expected = recipe_interpolate(x, (24, 24), (14, 14), 1, mode)
     torch.testing.assert_close(out["encoder.pos_embedding"], expected, atol=2e-5, rtol=0)
 
 
