@@ -260,7 +260,11 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
     factors: Optional[List[float]] = None
     if scale_factor is not None:
         factors = [scale_factor, scale_factor] if isinstance(scale_factor, float) else scale_factor
-    out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens,
-                                                DEFAULT_MODE if mode is None else mode, align_corners,
-                                                False if antialias is None else antialias, factors)
+    antialias_: bool = False if antialias is None else antialias
+    if mode is None:  # the schema's default mode (DEFAULT_MODE): TorchScript cannot read a global str
+        out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, align_corners=align_corners,
+                                                    antialias=antialias_, scale_factor=factors)
+    else:
+        out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, mode, align_corners,
+                                                    antialias_, factors)
     return out.squeeze(0) if squeeze else out
