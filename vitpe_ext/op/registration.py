@@ -70,54 +70,67 @@ def _backward_fake(grad_output, input_tokens, new_size, old_size=None, num_prefi
 
 # -- autograd: the map is linear, so each op's derivative is the other op -------
 # Registered as the ops' Autograd kernels, so torch.ops.vitpe.* and the public
-# function take the same path. Not torch.library.register_autograd: its
-# generic wrapper (setup_context, output wrapping) cost 40-45 us per
-# forward+backward on this CPU, more than the kernels of a ViT-B table.
+# function take the same path. Python, because torch's stable C ABI has no
+# autograd API; kept lean because every op call passes through it: not
+# torch.library.register_autograd (its generic setup_context and output
+# wrapping cost 40-45 us per forward+backward on the 2-core CPU), the
+# resize arguments travel as one tuple, and the ops are called through their
+# C++ handles (OpOverload._op), not the Python OpOverload.__call__.
+# bench/host_overhead.py measures what is left against native ATen ops.
+
+_below_autograd = torch._C._AutoDispatchBelowAutograd
+_grad_enabled = torch._C.is_grad_enabled
+_forward_op = _forward._op
+_backward_op = _backward._op
+
 
 class _Resize(torch.autograd.Function):
-    """interpolate_pos_embed with its derivative, the backward op."""
+    """interpolate_pos_embed with its derivative, the backward op.
+    resize = (new_size, old_size, num_prefix_tokens, mode, align_corners,
+    antialias, scale_factor)."""
 
     @staticmethod
-    def forward(ctx, pos_embed, *resize):
+    def forward(ctx, pos_embed, resize):
         ctx.input_tokens = pos_embed.shape[1]
-        ctx.resize = resize  # new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor
-        with torch._C._AutoDispatchBelowAutograd():
-            return _forward(pos_embed, *resize)
+        ctx.resize = resize
+        with _below_autograd():
+            return _forward_op(pos_embed, *resize)
 
     @staticmethod
     def backward(ctx, grad):
-        return (_backward_autograd(grad, ctx.input_tokens, *ctx.resize),) + (None,) * len(ctx.resize)
+        return _backward_autograd(grad, ctx.input_tokens, *ctx.resize), None
 
 
 class _ResizeAdjoint(torch.autograd.Function):
     """interpolate_pos_embed_backward with its derivative, the forward op."""
 
     @staticmethod
-    def forward(ctx, grad_output, input_tokens, *resize):
+    def forward(ctx, grad_output, input_tokens, resize):
         ctx.resize = resize
-        with torch._C._AutoDispatchBelowAutograd():
-            return _backward(grad_output, input_tokens, *resize)
+        with _below_autograd():
+            return _backward_op(grad_output, input_tokens, *resize)
 
     @staticmethod
     def backward(ctx, grad):
-        return (_forward_autograd(grad, *ctx.resize), None) + (None,) * len(ctx.resize)
+        return _forward_autograd(grad, *ctx.resize), None, None
 
 
 # The Autograd kernels. Called directly by the Functions' backward (a
 # dispatcher round trip costs ~10 us): under create_graph they record the
 # other op's Function (double backward), otherwise they run below autograd.
+# requires_grad is tested first: it is False for most calls and cheaper to read.
 def _forward_autograd(pos_embed, *resize):
-    if torch.is_grad_enabled() and pos_embed.requires_grad:
-        return _Resize.apply(pos_embed, *resize)
-    with torch._C._AutoDispatchBelowAutograd():
-        return _forward(pos_embed, *resize)
+    if pos_embed.requires_grad and _grad_enabled():
+        return _Resize.apply(pos_embed, resize)
+    with _below_autograd():
+        return _forward_op(pos_embed, *resize)
 
 
 def _backward_autograd(grad_output, input_tokens, *resize):
-    if torch.is_grad_enabled() and grad_output.requires_grad:
-        return _ResizeAdjoint.apply(grad_output, input_tokens, *resize)
-    with torch._C._AutoDispatchBelowAutograd():
-        return _backward(grad_output, input_tokens, *resize)
+    if grad_output.requires_grad and _grad_enabled():
+        return _ResizeAdjoint.apply(grad_output, input_tokens, resize)
+    with _below_autograd():
+        return _backward_op(grad_output, input_tokens, *resize)
 
 
 _library = torch.library.Library("vitpe", "IMPL")
