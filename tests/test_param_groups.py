@@ -59,14 +59,60 @@ def test_layers_lrs_and_weight_decay(make, pos_name, block_param, head_params, c
 
 
 @pytest.mark.parametrize("make, pos_name", [(torchvision_vit, "encoder.pos_embedding"), (timm_vit, "pos_embed")])
-def test_pos_embed_lr_scale(make, pos_name):
-    model = make(2)
-    groups = layer_decay_groups(model, 1e-3, layer_decay=0.5, pos_embed_lr_scale=0.1)
+@pytest.mark.parametrize("kwargs", [{"pos_embed_lr": 5e-4}, {"pos_embed_lr_scale": 0.5}])
+def test_pos_embed_lr_is_what_the_user_asked_for(make, pos_name, kwargs):
+    # the issue's numbers: base 1e-3, decay 0.75, scale 0.5 on a 4-block ViT gave
+    # the table 1e-3 * 0.75**5 * 0.5 = 1.19e-4 (layer 0's lr times the scale), not 5e-4
+    model = make(4)
+    groups = layer_decay_groups(model, 1e-3, layer_decay=0.75, **kwargs)
     group_of = by_name(model, groups)
     pos_group = group_of[pos_name]
     assert pos_group["name"] == "pos_embed" and len(pos_group["params"]) == 1
-    assert pos_group["lr"] == pytest.approx(1e-3 * 0.5 ** 3 * 0.1) and pos_group["weight_decay"] == 0.0
+    assert pos_group["lr"] == pytest.approx(5e-4, rel=1e-12)
+    assert pos_group["lr_scale"] == pytest.approx(0.5, rel=1e-12)
+    assert pos_group["weight_decay"] == 0.0 and pos_group["layer"] == 0
+    for g in groups:  # the invariant MAE-style schedulers rely on: lr = base * lr_scale
+        assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"], rel=1e-12)
+        if g["name"] != "pos_embed":
+            assert g["lr"] == pytest.approx(1e-3 * 0.75 ** (5 - g["layer"]), rel=1e-12)
+    # the rest of layer 0 (patch embedding, class token) keeps the decayed lr
+    assert group_of["class_token" if make is torchvision_vit else "cls_token"]["lr"] == pytest.approx(1e-3 * 0.75 ** 5)
     torch.optim.AdamW(groups)  # a valid optimizer spec
+
+
+def test_pos_embed_lr_default_and_zero():
+    model = torchvision_vit(2)
+    group_of = by_name(model, layer_decay_groups(model, 1e-3, layer_decay=0.5))
+    assert group_of["encoder.pos_embedding"] is group_of["class_token"]  # no group of its own
+    group_of = by_name(model, layer_decay_groups(model, 1e-3, layer_decay=0.5, pos_embed_lr_scale=1.0))
+    assert group_of["encoder.pos_embedding"]["lr"] == pytest.approx(1e-3)  # 1.0 is base_lr, not layer 0's
+    group_of = by_name(model, layer_decay_groups(model, 1e-3, pos_embed_lr=0.0))
+    assert group_of["encoder.pos_embedding"]["lr"] == 0.0  # a table held still, still in the optimizer
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"pos_embed_lr": 5e-4, "pos_embed_lr_scale": 0.5}, "not both"),
+    ({"pos_embed_lr": -1e-4}, "pos_embed_lr must be a non-negative finite number, got -0.0001"),
+    ({"pos_embed_lr_scale": float("nan")}, "pos_embed_lr_scale must be"),
+    ({"pos_embed_lr": "5e-4"}, "pos_embed_lr must be"),
+    ({"base_lr": 0.0}, "base_lr must be a positive finite number, got 0.0"),
+    ({"base_lr": float("inf")}, "base_lr must be"),
+    ({"layer_decay": 0}, "layer_decay must be a positive"),
+    ({"layer_decay": True}, "layer_decay must be"),
+    ({"weight_decay": -0.05}, "weight_decay must be a non-negative"),
+])
+def test_bad_arguments(kwargs, match):
+    kwargs = {"base_lr": 1e-3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        layer_decay_groups(torchvision_vit(1), **kwargs)
+
+
+def test_pos_embed_lr_without_a_trainable_table():
+    model = torchvision_vit(1)
+    model.encoder.pos_embedding.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable position table"):
+        layer_decay_groups(model, 1e-3, pos_embed_lr=5e-4)
+    layer_decay_groups(model, 1e-3)  # without the knob a frozen table is simply left out
 
 
 def mae_param_groups_lrd(model, weight_decay=0.05, no_weight_decay_list=[], layer_decay=.75):
