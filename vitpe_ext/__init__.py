@@ -20,8 +20,9 @@ from .op import MODES, PROFILES, interpolate_pos_embed
 from . import ops, profiles  # noqa: F401  (the op wing under its public names)
 from .integrations.dynamic import DynamicPosEmbed
 from .integrations.param_groups import layer_decay_groups
+from .integrations.schedules import warmup_constant, warmup_cosine
 # vitpe_ext.torchvision and vitpe_ext.timm are imported on demand (they import those libraries).
 
 __version__ = "0.1.0"
 __all__ = ["interpolate_pos_embed", "MODES", "ops", "profiles", "PROFILES", "DynamicPosEmbed",
-           "layer_decay_groups", "__version__"]
+           "layer_decay_groups", "warmup_cosine", "warmup_constant", "__version__"]

@@ -4,6 +4,7 @@
     timm.py          timm's resample_abs_pos_embed through vitpe, patch()
     dynamic.py       DynamicPosEmbed: a table for any grid, cached while no gradient is wanted
     param_groups.py  layer-wise learning-rate groups for torchvision and timm ViTs
+    schedules.py     warmup + cosine/constant lr schedules that keep each group's own lr
     sincos.py        MAE's and big_vision's fixed 2-D sin-cos tables
     _patching.py     nesting patches of a library's function
 
