@@ -422,6 +422,27 @@ std::shared_ptr<const vitpe_plan> get_plan(const vitpe_axis& h, const vitpe_axis
   return plan;
 }
 
+// A new contiguous tensor of `sizes` on like's device, of like's dtype unless
+// `dtype` is given (an aoti_torch_dtype_* code). aoti_torch_empty_strided
+// calls at::empty_strided directly; torch::stable::new_empty (as the 2.10+
+// headers define it) goes through the boxed dispatcher by the op's name, a
+// schema lookup and boxing per call that cost ~1 us of host time per
+// allocation (and an op call makes one or two).
+Tensor new_tensor(const Tensor& like, const std::vector<int64_t>& sizes, std::optional<int32_t> dtype = std::nullopt) {
+  std::vector<int64_t> strides(sizes.size(), 1);
+  for (size_t d = sizes.size(); d-- > 1;) strides[d - 1] = strides[d] * std::max<int64_t>(sizes[d], 1);
+  int32_t code = 0, device_type = 0, device_index = 0;
+  AtenTensorHandle handle = nullptr;
+  if ((dtype ? (code = *dtype, AOTI_TORCH_SUCCESS) : aoti_torch_get_dtype(like.get(), &code)) != AOTI_TORCH_SUCCESS ||
+      aoti_torch_get_device_type(like.get(), &device_type) != AOTI_TORCH_SUCCESS ||
+      aoti_torch_get_device_index(like.get(), &device_index) != AOTI_TORCH_SUCCESS ||
+      aoti_torch_empty_strided(static_cast<int64_t>(sizes.size()), sizes.data(), strides.data(), code,
+                               device_type, device_index, &handle) != AOTI_TORCH_SUCCESS ||
+      handle == nullptr)
+    throw std::runtime_error("out of memory");
+  return Tensor(handle);
+}
+
 // The kernels' view of the two tables: src is read, dst written.
 vitpe_io describe_io(const Resize& r, const Tensor& src, const Tensor& dst) {
   vitpe_io io{};
@@ -452,8 +473,7 @@ void run_cpu(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
   if (work < (int64_t(1) << 16)) chunks = 1;
   chunks = std::max<int64_t>(chunks, 1);
 
-  Tensor scratch = torch::stable::new_empty(src, {chunks * static_cast<int64_t>(scratch_bytes)},
-                                            ScalarType::Byte);
+  Tensor scratch = new_tensor(src, {chunks * static_cast<int64_t>(scratch_bytes)}, aoti_torch_dtype_uint8());
   auto* scratch_base = static_cast<char*>(scratch.mutable_data_ptr());
   const void* in = src.const_data_ptr();
   void* out = dst.mutable_data_ptr();
@@ -488,8 +508,7 @@ void run_cuda(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
                "planning the resize");
   std::optional<Tensor> workspace;
   if (workspace_bytes > 0)
-    workspace = torch::stable::new_empty(src, {static_cast<int64_t>(workspace_bytes)},
-                                         ScalarType::Byte);
+    workspace = new_tensor(src, {static_cast<int64_t>(workspace_bytes)}, aoti_torch_dtype_uint8());
   void* ws = workspace ? workspace->mutable_data_ptr() : nullptr;
   int st = backward ? vitpe_backward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(), plan.get(),
                                           &io, ws, stream)
@@ -555,11 +574,14 @@ Tensor resize_table(const char* who, const Tensor& src_in, const Call& c, bool b
   const int64_t batch = src_in.size(0), channels = src_in.size(2);
   Tensor dst;
   try {
-    dst = torch::stable::new_empty(src_in, {batch, c.out_tokens, channels});
+    dst = new_tensor(src_in, {batch, c.out_tokens, channels});
   } catch (const std::exception& e) {
+    const double bytes = static_cast<double>(batch) * static_cast<double>(c.out_tokens) *
+                         static_cast<double>(channels) * static_cast<double>(element_bytes(c.r.dtype));
     throw std::runtime_error(std::string(who) + ": could not allocate the output of " +
                              std::to_string(batch) + " x " + std::to_string(c.out_tokens) + " x " +
-                             std::to_string(channels) + " elements: " + first_line(e.what()));
+                             std::to_string(channels) + " elements (" + fmt_bytes(bytes) + "): " +
+                             first_line(e.what()));
   }
   if (batch == 0 || channels == 0) return dst;
   // The kernels take any batch/token strides but read channels contiguously.

@@ -332,6 +332,19 @@ for _ in range(3):  # repeated: an error must leave the process healthy
         f(torch.randn(1, 197, 768, device="cuda"), (2**16, 2**16))
     with pytest.raises(ValueError, match="new_size"):
         vitpe_ext.ops.check_call([1, 197, 768], torch.float32, "cuda", [2**16, 2**16])
+# below the GPU's memory but above what is free: the caching allocator
+# fails, and the op says so in one line (no crash, no C++ backtrace)
+free, _ = torch.cuda.mem_get_info()
+hog = torch.empty(free - (1 << 30), dtype=torch.uint8, device="cuda")  # leave 1 GiB
+side = 2 ** 12  # 1 x 16.8M tokens x 64 float32 = 4 GiB > the 1 GiB left
+for op_call in (lambda: f(torch.randn(1, 17, 64, device="cuda"), (side, side)),
+                lambda: torch.ops.vitpe.interpolate_pos_embed_backward(
+                    torch.randn(1, 5, 64, device="cuda"), 1 + side * side, [2, 2])):
+    with pytest.raises(RuntimeError) as caught:
+        op_call()
+    assert "could not allocate the output of 1 x 16777217 x 64 elements (4.0 GiB)" in str(caught.value), caught.value
+    assert "\n" not in str(caught.value), caught.value
+del hog
 y = f(x, (6, 6))
 assert torch.equal(y.cpu(), f(x.cpu(), (6, 6)))
 print("ERRORS OK")

@@ -23,6 +23,8 @@ import pytest
 #        expected exception type, or None where the call must succeed;
 #        regexes the message must match)
 V = "ValueError"
+LIMIT_ADDRESS_SPACE = ("import os, resource; mapped = int(open('/proc/self/statm').read().split()[0]) * "
+                       "os.sysconf('SC_PAGE_SIZE'); resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30,) * 2)\n")
 CASES = {
     # -- the table
     "ndim_1d": ("f(torch.randn(17), (5, 5))", V, ["3-D", "1-D"]),
@@ -124,6 +126,12 @@ CASES = {
                                    ["new_size", "bytes"]),
     "backward_output_beyond_memory": ("bop(torch.randn(1, 5, 3), 1 + 2**46, [2, 2])", V,
                                       ["input_tokens", "bytes"]),
+    # below the RAM limit but more than the allocator can give (address space
+    # capped 1 GiB above what the child already maps): one line, no backtrace
+    "output_allocation_fails": (LIMIT_ADDRESS_SPACE + "f(torch.randn(1, 17, 1024), (1200, 1200))", "RuntimeError",
+                                ["could not allocate the output of 1 x 1440001 x 1024", "out of memory"]),
+    "backward_allocation_fails": (LIMIT_ADDRESS_SPACE + "bop(torch.randn(1, 1 + 4, 1024), 1 + 1200 * 1200, [2, 2])",
+                                  "RuntimeError", ["could not allocate the output of 1 x 1440001 x 1024"]),
 
     # -- mode and flags
     "unknown_mode": ("f(x, (5, 5), mode='cubic')", V,
