@@ -1,6 +1,6 @@
 """Each profile against that library's own code: torchvision's and timm's
 real functions, and transcriptions of HF ViT, MAE, DINOv2 and big_vision
-(docs/anchors §1-4) written out here line by line."""
+(docs/anchors.md §1-4) written out here line by line."""
 from __future__ import annotations
 
 import math

@@ -1,7 +1,7 @@
 """Position embeddings for any input resolution, resized per forward and cached.
 
 timm (dynamic_img_size), DINOv2 and HF resize the table on every forward
-and keep nothing (docs/anchors §7): at inference that is the same resize of
+and keep nothing (docs/anchors.md §7): at inference that is the same resize of
 the same parameter, again and again. Here the resized table is kept per
 (grid, dtype, device) while no gradient is wanted, and recomputed through
 the op, with autograd, while one is.

@@ -1,7 +1,7 @@
 """Library profiles: the exact resize settings each ViT codebase uses.
 
 No two libraries resize a position-embedding table the same way (see
-docs/anchors: torchvision corner-aligns, timm antialiases and computes in
+docs/anchors.md: torchvision corner-aligns, timm antialiases and computes in
 float32, DINOv2 maps coordinates through a +0.1 scale factor, ...). A profile
 names one of them, so that
 
