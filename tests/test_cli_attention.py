@@ -145,6 +145,32 @@ def test_resized_models_carry_the_method_table(which, tv_ckpt, timm_ckpt):
     assert maps.grid == (5, 3)
 
 
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(reg_tokens=4, class_token=True, init_values=1e-5, qk_norm=True),
+    dict(class_token=True, global_pool="avg", fc_norm=True),
+    dict(no_embed_class=True, qkv_bias=False),
+    dict(pre_norm=True, final_norm=False, reg_tokens=1),
+    dict(mlp_ratio=2.0, depth=3, num_classes=0),
+])
+def test_timm_layouts_read_off_the_weights(tmp_path, options):
+    """The VisionTransformer read off the weights is the one that made them:
+    the same state dict, the same output."""
+    kwargs = dict(img_size=(32, 24), patch_size=8, embed_dim=16, depth=2, num_heads=2, num_classes=3)
+    kwargs.update(options)
+    torch.manual_seed(0)
+    model = timm.models.vision_transformer.VisionTransformer(**kwargs).eval()
+    path = tmp_path / "m.pth"
+    torch.save(model.state_dict(), path)
+    ckpt = load_checkpoint(path)
+    emb = describe(ckpt, select_keys(ckpt, None)[0], old_grid=(4, 3))
+    rebuilt = rebuild(ckpt, emb, None, 2)
+    assert rebuilt.model.state_dict().keys() == model.state_dict().keys()
+    x = torch.randn(2, 3, 32, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.model(x), model(x), rtol=0, atol=0)
+
+
 def test_correlation():
     a = torch.arange(16.0).reshape(4, 4)
     assert correlation(a, a) == pytest.approx(1.0)
@@ -166,11 +192,15 @@ def _one_line(code, err, status, *needles):
 
 @pytest.mark.parametrize("case", ["missing ckpt", "missing image", "unreadable image", "image is a folder",
                                   "not png", "image without --attention", "hf checkpoint", "heads",
-                                  "arch does not fit"])
-def test_errors(tmp_path, tv_ckpt, capsys, case):
+                                  "arch does not fit", "heads unknown", "no class token"])
+def test_errors(tmp_path, tv_ckpt, timm_ckpt, capsys, case):
     out = tmp_path / "o.png"
     text = tmp_path / "notes.png"
     text.write_text("not a picture")
+    torch.manual_seed(0)
+    pooled = tmp_path / "avg.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, class_token=False,
+                                 global_pool="avg", reg_tokens=1).state_dict(), pooled)
     hf = tmp_path / "hf.pth"
     torch.save({"embeddings.position_embeddings": torch.randn(1, 17, 8),
                 "embeddings.patch_embeddings.projection.weight": torch.randn(8, 3, 8, 8)}, hf)
@@ -190,6 +220,10 @@ def test_errors(tmp_path, tv_ckpt, capsys, case):
                   ["--num-heads 3 does not divide the model width 16"]),
         "arch does not fit": (["plot", "--attention", tv_ckpt, "--arch", "vit_b_16", "-o", out], 1,
                               ["the weights do not fit torchvision vit_b_16", "120 missing (e.g. encoder.layers.encoder_layer_2.ln_1.weight)", "of another shape, checkpoint vs model (e.g. class_token (1, 1, 16) vs (1, 1, 768))"]),
+        "heads unknown": (["plot", "--attention", timm_ckpt, "-o", out], 1,
+                          ["the head count is not in the weights", "width 16 has no standard one; pass --num-heads"]),
+        "no class token": (["plot", "--attention", pooled, "-o", out], 1,
+                           ["has no class token", "no class-token attention to map"]),
     }[case]
     code, _, err = run(argv, capsys)
     _one_line(code, err, status, *needles)

@@ -177,7 +177,7 @@ def _timm_kwargs(ckpt: Checkpoint, emb: Embedding, state, num_heads: Optional[in
         init_values=1e-5 if "blocks.0.ls1.gamma" in state else None,  # any value: the weights replace it
         class_token=has_cls, reg_tokens=reg,
         no_embed_class=emb.prefix_tokens == 0 and (has_cls or reg > 0),
-        pre_norm="norm_pre.weight" in state, final_norm="norm.weight" in state, fc_norm=fc_norm)
+        pre_norm="norm_pre.weight" in state, final_norm=fc_norm or "norm.weight" in state, fc_norm=fc_norm)
 
 
 def _timm(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int]) -> Rebuilt:
