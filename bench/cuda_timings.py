@@ -1,12 +1,12 @@
 """GPU timings of the op against the recipe, a device copy and CUDA graphs,
-where the host time goes, and the op's kernels in the profiler (CUDA events,
-medians). scripts/device_run.sh runs it on the lent GPU machine:
+and the op's host and kernel time in the profiler (CUDA events, medians). scripts/device_run.sh runs it on the lent GPU machine:
 
     python3 bench/cuda_timings.py
 
 Cases: ViT-B/16 224 -> 512 and DINOv2-g/14 518 -> 1022 (bicubic), float32 and
-bfloat16, forward and forward+backward; then the host overhead of a ViT-B
-fp32 call, part by part.
+bfloat16, forward and forward+backward; then profiler tables of a ViT-B fp32
+forward+backward (host) and a DINOv2 forward (kernels). The host cost per
+call against native ops: bench/host_overhead.py.
 """
 import statistics, torch
 import vitpe_ext
@@ -88,62 +88,10 @@ for name, dt, t, err, gerr in rows:
     print(f"{name:22s} {dt:9s} {'fwd+bwd':7s} {t['fb_op']:9.2f} {'':9s} {t['fb_rec']:10.1f} "
           f"{t['copy2']:8.2f} {t['fb_rec'] / t['fb_op']:9.1f}x {t['fb_op'] / t['copy2']:7.2f}x")
 
-# where the host time goes: the raw ops (no Python wrapper), a one-op floor
-_fwd = torch.ops.vitpe.interpolate_pos_embed.default
-_bwd = torch.ops.vitpe.interpolate_pos_embed_backward.default
-x = torch.randn(1, 197, 768, device=dev)
+# the host cost per call against native ops is bench/host_overhead.py's job;
+# here, where a ViT-B fp32 forward+backward spends it, op by op
+xg = torch.randn(1, 197, 768, device=dev, requires_grad=True)
 g = torch.randn(1, 1 + 32 * 32, 768, device=dev)
-xg = x.clone().requires_grad_()
-parts = {
-    "raw fwd op": lambda: _fwd(x, [32, 32], None, 1, "bicubic", None, False, None),
-    "raw bwd op": lambda: _bwd(g, 197, [32, 32], None, 1, "bicubic", None, False, None),
-    "wrapper fwd": lambda: op(x, (32, 32)),
-    "wrapper fwd, requires_grad": lambda: op(xg, (32, 32)),
-    "autograd.grad only (recorded fwd)": None,
-    "floor: empty_like": lambda: torch.empty_like(g),
-    "floor: x.add(1)": lambda: x.add(1.0),
-}
-y = op(xg, (32, 32))
-parts["autograd.grad only (recorded fwd)"] = lambda: torch.autograd.grad(y, xg, g, retain_graph=True)
-
-
-class Plain(torch.autograd.Function):  # the same two ops under a plain autograd.Function
-    @staticmethod
-    def forward(ctx, t):
-        return _fwd(t, [32, 32], None, 1, "bicubic", None, False, None)
-
-    @staticmethod
-    def backward(ctx, go):
-        return _bwd(go, 197, [32, 32], None, 1, "bicubic", None, False, None)
-
-
-parts["raw fwd op + raw bwd op, no autograd"] = lambda: (parts["raw fwd op"](), parts["raw bwd op"]())
-parts["fwd+bwd, op (register_autograd)"] = lambda: torch.autograd.grad(op(xg, (32, 32)), xg, g)
-parts["fwd+bwd, plain autograd.Function"] = lambda: torch.autograd.grad(Plain.apply(xg), xg, g)
-parts["fwd+bwd floor: (x * 2)"] = lambda: torch.autograd.grad(xg * 2, xg, x)
-
-
-class Twice(torch.autograd.Function):  # the floor of any op whose autograd is Python
-    @staticmethod
-    def forward(ctx, t):
-        return t * 2
-
-    @staticmethod
-    def backward(ctx, go):
-        return go * 2
-
-
-parts["fwd+bwd floor: (x * 2) in autograd.Function"] = lambda: torch.autograd.grad(Twice.apply(xg), xg, x)
-xt_cpu = torch.randn(1, 5, 8)
-xt_cuda = xt_cpu.cuda()
-parts["tiny table, raw fwd op, CPU tensor"] = lambda: _fwd(xt_cpu, [3, 3], None, 1, "bicubic", None, False, None)
-parts["tiny table, raw fwd op, CUDA tensor"] = lambda: _fwd(xt_cuda, [3, 3], None, 1, "bicubic", None, False, None)
-parts["floor: torch.empty CPU"] = lambda: torch.empty(1, 10, 8)
-parts["floor: torch.empty CUDA"] = lambda: torch.empty(1, 10, 8, device=dev)
-print("\nhost overhead, ViT-B fp32 (us per call, back-to-back):")
-for k, f in parts.items():
-    print(f"  {k:36s} {timed(f):8.2f}")
-
 from torch.profiler import profile, ProfilerActivity
 fb = lambda: torch.autograd.grad(op(xg, (32, 32)), xg, g)
 for _ in range(5):

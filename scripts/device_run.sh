@@ -10,8 +10,9 @@
 #   NCU=1 ...                             ncu on the DINOv2 forward rows kernels too
 #
 # The programs it runs are real files: bench/cuda_tuning.cu (the rows kernel
-# under explicit launch choices, GPU time) and bench/cuda_timings.py (the op
-# against the recipe, host overhead, profiler tables).
+# under explicit launch choices, GPU time), bench/cuda_timings.py (the op
+# against the recipe, profiler tables) and bench/host_overhead.py (host cost
+# per call against native ops).
 #
 # Expects torch with CUDA (2.11+cu130 on the lent H100/H200), nvcc of the same
 # major version, pytest and setuptools importable (checked first).
@@ -85,6 +86,8 @@ fi
 
 echo "== timings (CUDA events, medians)"
 timeout 300 $PY bench/cuda_timings.py 2>&1 | tee "$OUT/timings.txt"
+echo "== host cost per call against native ops (bench/host_overhead.py)"
+timeout 120 $PY bench/host_overhead.py --device cuda 2>&1 | tee "$OUT/host_overhead.txt"
 
 if [ "$WHAT" = all ] && [ -z "${SKIP_BENCH:-}" ] && $PY -c "import vitpe_ext.bench" 2>/dev/null; then
   echo "== vitpe bench --device cuda"
