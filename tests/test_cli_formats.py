@@ -203,7 +203,7 @@ def test_command_line_mistakes_are_one_line(capsys):
         cli.main(["resize", "x.pth"])
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "vitpe resize: error: the following arguments are required: OUT, --image-size (see vitpe resize --help)"]
+        "vitpe resize: error: the following arguments are required: OUT (see vitpe resize --help)"]
 
 
 # -- the demo rebuilds the checkpoint's real architecture ----------------------------------------

@@ -259,7 +259,8 @@ def _safetensors_bytes(ckpt: Checkpoint, out_path) -> bytes:
         if value.numel():
             storages.add(ptr)
         tensors[name] = value
-    metadata = ckpt.metadata if ckpt.format == "safetensors" else {"format": "pt"}
+    # a torch IN has metadata only where the command put some (the resize record)
+    metadata = ckpt.metadata if ckpt.format == "safetensors" else {"format": "pt", **(ckpt.metadata or {})}
     try:
         return safetensors_bytes(tensors, metadata=metadata)
     except Exception as exc:  # e.g. a dtype safetensors has no code for

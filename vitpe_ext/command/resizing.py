@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .. import op
-from .checkpoint import Checkpoint, CheckpointError, Embedding, Key, Pair, format_pair, nonfinite_summary
+from .checkpoint import (FAMILY_BY_NAME, Checkpoint, CheckpointError, Embedding, Key, Pair, format_pair, key_name,
+                         new_grid_for, nonfinite_summary)
 
 
 def _human(nbytes: float) -> str:
@@ -178,3 +179,65 @@ def plan_resize(ckpt: Checkpoint, emb: Embedding, new_grid: Pair, method: Method
         fresh = torch.arange(tokens, dtype=ids.dtype).reshape(*ids.shape[:-1], tokens) if compute else None
         changes.append(Change(key, tuple(ids.shape), (*ids.shape[:-1], tokens), fresh))
     return changes
+
+
+# -- a new patch size ------------------------------------------------------------
+
+def plan_patch(ckpt: Checkpoint, emb: Embedding, image_size: Optional[Pair], new_patch: Optional[Pair],
+               allow_nonfinite: bool = False, compute: bool = True) -> Tuple[Pair, Optional[Change]]:
+    """The table's new grid, and the patch-kernel change (None when the kernel
+    stays), for --image-size and --patch-size (one of them may be None).
+
+    --patch-size is the output model's patch size. A patch-embedding kernel of
+    another size beside the table is resampled to it (FlexiViT's
+    pseudo-inverse, integrations/patch_embed.py) and the grid becomes
+    IMAGE / patch, so kernel and table agree; without --image-size the image
+    size stays (grid x current patch). Without a kernel there is nothing to
+    resample: --patch-size is then the table's patch size."""
+    from ..integrations.patch_embed import resample_patch_embed
+    if new_patch is None or (emb.patch is not None and tuple(new_patch) == emb.patch):
+        if image_size is None:  # --patch-size alone, equal to the kernel's: the image size stays
+            image_size = (emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])
+        return new_grid_for(emb, image_size, ckpt.path), None
+    new_patch = (int(new_patch[0]), int(new_patch[1]))
+    kernel = ckpt.get(emb.patch_key) if emb.patch_key is not None else None
+    if emb.patch is None:  # describe() found no (out, in, ph, pw) kernel beside the table
+        if image_size is not None:
+            return new_grid_for(replace(emb, patch=new_patch), image_size, ckpt.path), None
+        found = (f"{key_name(emb.patch_key)} has shape {tuple(kernel.shape)}, not a conv kernel (out, in, ph, pw)"
+                 if kernel is not None else f"no patch-embedding kernel beside {emb.name}"
+                 + ("" if emb.family == "custom" else f" ({emb.family} keeps it in a key ending with "
+                    f"{_patch_suffix(emb.family)})"))
+        raise CheckpointError(f"{ckpt.path}: {found}; a new patch size resamples that kernel, and without it the "
+                              f"image size is unknown too: pass --image-size to resize only the table for patch "
+                              f"{format_pair(new_patch)}")
+    if not kernel.is_floating_point() or kernel.shape[0] != emb.dim:
+        raise CheckpointError(f"{ckpt.path}: {key_name(emb.patch_key)} {tuple(kernel.shape)} "
+                              f"{str(kernel.dtype).replace('torch.', '')} is not the patch embedding of "
+                              f"{emb.name} ({emb.dim}-wide tokens); pass --key for the right table")
+    bad = nonfinite_summary(kernel.reshape(1, kernel.shape[0], -1), 0)
+    if bad and not allow_nonfinite:
+        raise CheckpointError(f"{ckpt.path}: {key_name(emb.patch_key)} has non-finite values "
+                              f"({bad.replace('token', 'output channel')}); resampling the kernel would spread them "
+                              f"over every pixel of the new patch; fix the checkpoint (or pass --allow-nonfinite)")
+    if image_size is None:
+        image_size = (emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])
+        for axis, size, patch in (("height", image_size[0], new_patch[0]), ("width", image_size[1], new_patch[1])):
+            if size % patch:
+                raise CheckpointError(
+                    f"{ckpt.path}: the image {axis} {size} (grid {format_pair(emb.grid)} x patch "
+                    f"{format_pair(emb.patch)}) is not a multiple of the new patch size {patch}; pass --image-size "
+                    f"(e.g. {size - size % patch} or {size - size % patch + patch})")
+    new_grid = new_grid_for(replace(emb, patch=new_patch), image_size, ckpt.path)
+    new = None
+    if compute:
+        try:
+            new = resample_patch_embed(kernel, new_patch)
+        except ValueError as exc:
+            raise CheckpointError(f"{ckpt.path}: {key_name(emb.patch_key)}: {exc}") from None
+    return new_grid, Change(emb.patch_key, tuple(kernel.shape), (*kernel.shape[:2], *new_patch), new)
+
+
+def _patch_suffix(family: str) -> str:
+    base = {"mae": "timm", "dinov2": "timm", "dinov2-reg": "timm", "hf-dinov2-reg": "hf"}.get(family, family)
+    return FAMILY_BY_NAME[base].patch_suffix if base in FAMILY_BY_NAME else "?"

@@ -14,7 +14,9 @@
 from __future__ import annotations
 
 import math
+import sys
 import types
+import warnings
 from collections import OrderedDict
 from typing import Optional
 
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from ..op import PROFILES, interpolate_pos_embed
 from ._patching import Patcher, PatchHandle
 from .dynamic import PosEmbedResizer
+from .provenance import Provenance, ResizeStep, find_record, read_provenance, warn_mismatch
 
 __all__ = ["interpolate_embeddings", "patch", "unpatch", "make_dynamic"]
 
@@ -183,9 +186,49 @@ def _clear_cache(self) -> None:
     self._vitpe_resizer.clear()
 
 
+_TABLE_KEY = "encoder.pos_embedding"
+
+
+def _hint(step: ResizeStep) -> str:
+    args = step.arguments()
+    if args.get("sincos"):
+        return "it is a fixed sin-cos table, which make_dynamic interpolates instead of regenerating"
+    shown = ", ".join(f"{k}={v!r}" for k, v in args.items()) or "profile=None"
+    return f"make_dynamic(model, {shown}) resizes it the way it was made"
+
+
+def _check_record(model, record: Optional[Provenance], stacklevel: int) -> None:
+    if record is not None:
+        warn_mismatch(record, model._vitpe_step, _TABLE_KEY, _hint(record.last), "make_dynamic resizes with",
+                      stacklevel=stacklevel)
+
+
+def _load_caller_level() -> int:
+    """warnings stacklevel, counted from _check_loaded_record, of the frame
+    that called load_state_dict (torch calls the hook a few frames down)."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and not (frame.f_code.co_name == "load_state_dict"
+                                     and "torch" in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level + 1 if frame is not None else 2
+
+
+def _check_loaded_record(model, state_dict, prefix, *_):
+    """load_state_dict pre-hook: a state dict with a vitpe record for the
+    table warns if make_dynamic's settings differ from the recorded ones."""
+    try:
+        records = read_provenance(state_dict)
+    except ValueError as exc:
+        warnings.warn(f"ignoring the state dict's resize record: {exc}", stacklevel=_load_caller_level())
+        return
+    record = find_record(records, prefix + _TABLE_KEY)
+    if record is not None and record.grid == model._vitpe_resizer.old_size:  # else stale: another table's
+        _check_record(model, record, stacklevel=2 + _load_caller_level())
+
+
 def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvision",
                  mode: Optional[str] = None, align_corners: Optional[bool] = None,
-                 antialias: Optional[bool] = None, cache: bool = True):
+                 antialias: Optional[bool] = None, cache: bool = True, provenance=None):
     """Let a torchvision VisionTransformer take any H x W (in place; returns it).
 
     H and W must be multiples of the patch size, or with pad=True are
@@ -203,6 +246,15 @@ def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvis
     and dropped when the table changes (optimizer steps, in-place edits,
     load_state_dict), as in DynamicPosEmbed. A write through `.data` is not
     seen: call model.clear_cache() after one.
+
+    A table resized by `vitpe resize` carries a record of how it was made
+    (vitpe_ext.integrations.provenance). When the settings here differ from
+    it (say the table was made with bicubic + antialias, and this resizes
+    with torchvision's corner-aligned bicubic), a ProvenanceWarning says so:
+    for a state dict loaded after make_dynamic (model.load_state_dict), and
+    for provenance= (the state dict or checkpoint loaded before, or a
+    Provenance). A record for another grid than the model's raises
+    ValueError.
     """
     from torchvision.models.vision_transformer import VisionTransformer
     if not isinstance(model, VisionTransformer):
@@ -218,4 +270,16 @@ def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvis
     model._process_input = types.MethodType(_dynamic_process_input, model)
     model.forward = types.MethodType(_dynamic_forward, model)
     model.clear_cache = types.MethodType(_clear_cache, model)
+    model._vitpe_step = ResizeStep.from_settings((grid, grid), (grid, grid), 1, profile=profile, mode=mode,
+                                                 align_corners=align_corners, antialias=antialias)
+    if getattr(model, "_vitpe_record_hook", None) is not None:
+        model._vitpe_record_hook.remove()  # made dynamic again: one check per load, with the new settings
+    model._vitpe_record_hook = model.register_load_state_dict_pre_hook(_check_loaded_record)
+    if provenance is not None:
+        record = provenance if isinstance(provenance, Provenance) else find_record(read_provenance(provenance),
+                                                                                   _TABLE_KEY)
+        if record is not None and record.grid != (grid, grid):
+            raise ValueError(f"provenance describes a {record.grid[0]}x{record.grid[1]} table, but this model's "
+                             f"{_TABLE_KEY} is {grid}x{grid}: it is another table's record")
+        _check_record(model, record, stacklevel=4)
     return model
