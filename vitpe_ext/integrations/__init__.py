@@ -6,6 +6,8 @@
     param_groups.py  layer-wise learning-rate groups for torchvision and timm ViTs
     schedules.py     warmup + cosine/constant lr schedules that keep each group's own lr
     sincos.py        MAE's and big_vision's fixed 2-D sin-cos tables
+    patch_embed.py   a new patch size: the patch kernel resampled (FlexiViT) with the table
+    provenance.py    the record of how a table was resized, and the mismatch warning
     _patching.py     nesting patches of a library's function
 
 Built on vitpe_ext.op only; nothing here imports vitpe_ext.command. Importing
