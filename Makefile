@@ -11,7 +11,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # Test/CLI extras: timm (drop-in tests), safetensors (checkpoints), matplotlib (plots).
 DEPS   := torch==2.14.1 torchvision==0.29.1 numpy pillow pytest ninja setuptools wheel \
-          timm==1.0.31 safetensors matplotlib scipy
+          timm==1.0.31 safetensors matplotlib scipy scikit-learn
 
 .PHONY: all setup build test ctest demo bench clean
 all: test
