@@ -2,7 +2,7 @@
 
 1. a checkpoint: --checkpoint PATH (a torchvision ViT), or a tiny ViT pre-trained here at 32 px
 2. its position table resized to the new grid, the mode picked on validation images (§4)
-   and recorded in the output checkpoint beside the weights (§3, §8)
+   and recorded in the saved state dict (vitpe's resize record, as `vitpe resize` keeps it)
 3. layer-wise learning rates, the resized table at an lr of its own, linear warmup then
    cosine decay (§6)
 4. bf16 autocast (§7) and make_dynamic: every batch at a random resolution (§7)
@@ -24,6 +24,7 @@ from sklearn.datasets import load_digits
 from torchvision.models.vision_transformer import VisionTransformer
 
 import vitpe_ext
+from vitpe_ext.integrations.provenance import Provenance, ResizeStep, attach_provenance, read_provenance
 from vitpe_ext.torchvision import make_dynamic
 
 TINY = dict(patch_size=8, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128)
@@ -159,7 +160,7 @@ def main(argv=None):
     gen, data = torch.Generator().manual_seed(args.seed), digits(args.seed)
 
     ckpt = torch.load(args.checkpoint or pretrain(args, data, gen), map_location="cpu", weights_only=True)
-    state = ckpt.get("model", ckpt)
+    state, earlier = ckpt.get("model", ckpt), read_provenance(ckpt).get(TABLE)  # a resized table's record
     if TABLE not in state:
         p.error(f"{args.checkpoint}: no {TABLE}: this example takes torchvision ViT checkpoints")
     cfg = dict(ckpt.get("config") or infer_config(state, args.num_heads, p))
@@ -185,7 +186,11 @@ def main(argv=None):
     load_resized(settings)
     before = accuracy(model, data["test"], args.image_size, args.amp)
 
-    make_dynamic(model, profile=None, **settings)  # other resolutions resize the table the same way
+    # How the table was made, after any resize it had already had: make_dynamic checks its
+    # settings against this record, and so does make_dynamic on any later load.
+    step = ResizeStep.from_settings((old // patch,) * 2, (grid, grid), 1, **settings)
+    record = earlier.then(step) if earlier and earlier.grid == step.old_grid else Provenance((step,))
+    make_dynamic(model, profile=None, **settings, provenance=record)  # other sizes resize the same way
     pos_lr = args.pos_embed_lr if args.pos_embed_lr is not None else args.lr / 2
     groups = vitpe_ext.layer_decay_groups(model, args.lr, layer_decay=0.75, pos_embed_lr=pos_lr)
     optimizer = torch.optim.AdamW(groups)
@@ -200,11 +205,9 @@ def main(argv=None):
     print(f"test accuracy at {args.image_size} px: {before:.1%} after the resize, "
           f"{after[str(args.image_size)]:.1%} after fine-tuning; at " +
           ", ".join(f"{s} px {a:.1%}" for s, a in after.items()))
-    resize = {"old_grid": [old // patch] * 2, "new_grid": [grid] * 2, "num_prefix_tokens": 1,
-              "mode": settings["mode"], "align_corners": settings.get("align_corners", False),
-              "antialias": settings.get("antialias", False), "vitpe_version": vitpe_ext.__version__}
-    save({"model": model.state_dict(), "config": {**cfg, "image_size": args.image_size, "num_classes": 10},
-          "resize": resize, "losses": losses, "test_accuracy": after}, outputs[0], args.force)
+    save({"model": attach_provenance(model.state_dict(), {TABLE: record}),
+          "config": {**cfg, "image_size": args.image_size, "num_classes": 10},
+          "losses": losses, "test_accuracy": after}, outputs[0], args.force)
     print(f"wrote {outputs[0]}")
 
 

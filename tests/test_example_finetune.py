@@ -5,6 +5,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 pytest.importorskip("sklearn")
 tv_vit = pytest.importorskip("torchvision.models.vision_transformer")
 
+from vitpe_ext.integrations.provenance import ProvenanceWarning, read_provenance  # noqa: E402
 from vitpe_ext.integrations.torchvision import make_dynamic  # noqa: E402
 from vitpe_ext.op.modes import MODES  # noqa: E402
 
@@ -60,16 +62,22 @@ def test_it_trains(quick_run):
 def test_the_checkpoint_loads_and_predicts_as_recorded(quick_run, example):
     out, _ = quick_run
     ckpt = torch.load(out / "finetuned.pth", weights_only=True)
-    cfg, resize = ckpt["config"], ckpt["resize"]
+    cfg, record = ckpt["config"], read_provenance(ckpt)["encoder.pos_embedding"]
     assert cfg["image_size"] == 48 and cfg["num_classes"] == 10
-    assert resize["old_grid"] == [4, 4] and resize["new_grid"] == [6, 6] and resize["num_prefix_tokens"] == 1
-    assert resize["mode"] in MODES and isinstance(resize["align_corners"], bool)
+    assert record.source_grid == (4, 4) and record.grid == (6, 6) and len(record.steps) == 1
+    assert record.last.mode in MODES and record.last.num_prefix_tokens == 1
     assert ckpt["model"]["encoder.pos_embedding"].shape == (1, 1 + 6 * 6, cfg["hidden_dim"])
 
     model = tv_vit.VisionTransformer(**cfg)
-    model.load_state_dict(ckpt["model"])  # strict: exactly a torchvision ViT's keys
-    make_dynamic(model, profile=None, mode=resize["mode"], align_corners=resize["align_corners"],
-                 antialias=resize["antialias"])
+    # settings other than the recorded ones: the record warns as the weights load
+    other = {"profile": "torchvision"} if record.last.align_corners is False else {"mode": "bilinear"}
+    make_dynamic(model, **other)
+    with pytest.warns(ProvenanceWarning, match="encoder.pos_embedding was made by resizing 4x4 -> 6x6"):
+        model.load_state_dict(ckpt["model"])
+    make_dynamic(model, profile=None, **record.last.arguments())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.load_state_dict(ckpt["model"])  # strict: exactly a torchvision ViT's keys
     test = example.digits(0)["test"]
     for size, recorded in ckpt["test_accuracy"].items():
         # one thread or two may flip a borderline bf16 prediction, no more
@@ -97,8 +105,19 @@ def test_a_bare_state_dict_with_another_head(quick_run, tmp_path, example, capsy
     assert not (tmp_path / "finetuned.pth").exists()
     example.main(args + ["--num-heads", "4", "--image-size", "40"])
     ckpt = torch.load(tmp_path / "finetuned.pth", weights_only=True)
-    assert ckpt["model"]["heads.head.weight"].shape == (10, 64) and ckpt["resize"]["new_grid"] == [5, 5]
+    assert ckpt["model"]["heads.head.weight"].shape == (10, 64)
+    assert read_provenance(ckpt)["encoder.pos_embedding"].grid == (5, 5)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_resized_checkpoint_resized_again_keeps_its_history(quick_run, tmp_path, example):
+    out, _ = quick_run
+    example.main(["--checkpoint", str(out / "finetuned.pth"), "--image-size", "56", "--steps", "3",
+                  "--out-dir", str(tmp_path)])
+    first = read_provenance(out / "finetuned.pth")["encoder.pos_embedding"]
+    record = read_provenance(tmp_path / "finetuned.pth")["encoder.pos_embedding"]
+    assert record.steps[0] == first.steps[0] and len(record.steps) == 2
+    assert record.source_grid == (4, 4) and record.last.old_grid == (6, 6) and record.grid == (7, 7)
 
 
 def test_bad_arguments_and_existing_outputs(quick_run, example, capsys):
