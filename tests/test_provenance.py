@@ -51,6 +51,15 @@ def test_step_resolves_the_profile_and_round_trips():
     assert ResizeStep.from_settings((4, 4), (6, 6), 0, sincos=True).arguments() == {"sincos": True}
 
 
+def test_direct_construction_normalises():
+    step = ResizeStep([4, 4], [6, 6], "bilinear", old_patch=[16, 16])
+    assert step.old_grid == (4, 4) and step.old_patch == (16, 16) and step.new_patch is None
+    chain = Provenance([step]).then(ResizeStep((6, 6), (8, 8), "bilinear"))
+    assert chain.steps[1].old_grid == (6, 6) and Provenance.from_dict(chain.to_dict()) == chain
+    with pytest.raises(ValueError, match="new_grid must be"):
+        ResizeStep((4, 4), None, "bilinear")
+
+
 @pytest.mark.parametrize("step", [
     ResizeStep.from_settings((4, 4), (6, 6), 1, profile="timm"),
     ResizeStep.from_settings((4, 4), (6, 6), 1, profile="timm", mode="bilinear", align_corners=True),

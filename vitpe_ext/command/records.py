@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 from ..integrations.provenance import (RECORD_KEY, Provenance, ResizeStep, attach_provenance, find_record,
                                        mismatch, provenance_metadata, read_provenance)
-from .checkpoint import Checkpoint, Embedding, Key, format_pair, key_name
+from .checkpoint import Checkpoint, Embedding, Key, format_pair
 from .resizing import Method
 
 def _container(ckpt: Checkpoint, path: Key):

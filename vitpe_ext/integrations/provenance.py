@@ -93,6 +93,16 @@ class ResizeStep:
     new_patch: Optional[Pair] = None
     vitpe_version: str = field(default_factory=_version)
 
+    def __post_init__(self):
+        # grids and patches as (int, int) tuples whatever was passed (lists from JSON), so steps compare equal
+        for name in ("old_grid", "new_grid", "old_patch", "new_patch"):
+            value = _pair(getattr(self, name), name)
+            if value is None and name.endswith("grid"):
+                raise ValueError(f"{RECORD_KEY} record: {name} must be [height, width], got None")
+            object.__setattr__(self, name, value)
+        if not isinstance(self.mode, str):
+            raise ValueError(f"{RECORD_KEY} record: mode must be a string, got {self.mode!r}")
+
     @classmethod
     def from_settings(cls, old_grid, new_grid, num_prefix_tokens: int, *, profile: Optional[str] = None,
                       mode: Optional[str] = None, align_corners: Optional[bool] = None,
@@ -199,6 +209,7 @@ class Provenance:
     steps: Tuple[ResizeStep, ...]
 
     def __post_init__(self):
+        object.__setattr__(self, "steps", tuple(self.steps))
         if not self.steps:
             raise ValueError(f"{RECORD_KEY} record: a table record needs at least one step")
         for before, after in zip(self.steps, self.steps[1:]):
