@@ -13,7 +13,7 @@ PIP    := $(PY) -m pip
 DEPS   := torch==2.14.1 torchvision==0.29.1 numpy pillow pytest ninja setuptools wheel \
           timm==1.0.31 safetensors matplotlib scipy scikit-learn
 
-.PHONY: all setup build test ctest demo bench clean
+.PHONY: all setup build test ctest demo bench experiment clean
 all: test
 
 $(VENV)/.deps-stamp: Makefile
@@ -39,6 +39,11 @@ demo: build
 
 bench: build
 	$(VENV)/bin/vitpe bench --device cpu
+
+# The article's §4 experiment (every mode, two ratios, 5 seeds; <= 15 min on 2 CPU cores):
+# writes docs/experiment-modes.{json,png}. `$(PY) experiments/modes.py --quick`: the same in ~1 minute.
+experiment: build
+	$(PY) experiments/modes.py --json docs/experiment-modes.json --plot docs/experiment-modes.png
 
 clean:
 	rm -rf build *.egg-info vitpe_ext/*.so tests/c/build

@@ -311,3 +311,20 @@ def test_cli_refuses_an_existing_json_without_force(digits_ckpt, tmp_path, capsy
     code = cli.main(["compare", str(digits_ckpt), "--data", "digits", "--image-size", "40", "--json", str(out)])
     assert code == 1 and "exists; pass --force" in capsys.readouterr().err
     assert out.read_text() == "keep me"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rows_equal_cpu_rows_and_memory_is_the_allocators():
+    src, x, y = tv_vit(16).state_dict(), *data(32, 28)
+    loader = [(x[:16], y[:16]), (x[16:], y[16:])]
+    cpu = compare_modes(tv_vit(28), src, loader, 28, modes=["nearest", "bicubic+aa"], device="cpu")
+    held = []
+
+    def metric(logits, targets):  # 256 MiB on the GPU during the row
+        held.append(torch.empty(256 << 20, dtype=torch.uint8, device="cuda").shape)
+        return 0.0
+
+    gpu = compare_modes(tv_vit(28), src, loader, 28, modes=["nearest", "bicubic+aa"], device="cuda", metric=metric)
+    for a, b in zip(cpu, gpu):
+        assert a.correct == b.correct and b.loss == pytest.approx(a.loss, rel=1e-4, abs=1e-5)
+        assert b.memory_kind == "cuda max_memory_allocated" and b.peak_bytes >= 256 << 20

@@ -445,8 +445,8 @@ def compare_modes(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], l
     modes: mode names ('bicubic', 'bicubic+aa', 'bilinear+ac'), profile names
         or Variants; None: default_variants(), every mode with its flags.
     profiles: library profiles to add as rows ('torchvision', 'timm', ...).
-    device: where the model, the resize and the evaluation run (None: the
-        model's device).
+    device: where the model and the evaluation run (None: the model's
+        device); the table is resized where the state dict keeps it.
     metric: metric(logits (N, K) float32 CPU, targets (N,)) -> float, on the
         whole set at once (so AUC, F1, ... are exact, not batch means).
     key, new_grid, old_grid: the table's key, the model's grid, the
@@ -482,8 +482,10 @@ def compare_modes(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], l
             with _PeakMemory(device) as memory:
                 _sync(device)
                 start = time.perf_counter()
+                # resized where the checkpoint lives, as a user resizes before loading (a CPU-only
+                # vitpe build cannot take CUDA tables); load_state_dict copies it to the model's device
                 state = resized_state_dict(model, state_dict, variant, key=table_key, new_grid=grid,
-                                           old_grid=old_grid, device=device)
+                                           old_grid=old_grid)
                 _sync(device)
                 resize_ms = 1e3 * (time.perf_counter() - start)
                 start = time.perf_counter()
