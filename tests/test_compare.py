@@ -139,8 +139,8 @@ def test_peak_memory_sees_an_allocation():
     x, y = data(8, 20)
     held = []
 
-    def metric(logits, targets):  # touches 96 MiB during the row
-        big = torch.ones(96 << 18)
+    def metric(logits, targets):  # touches 256 MiB during the row
+        big = torch.ones(256 << 18)
         held.append(float(big[-1]))
         return 0.0
 
@@ -149,7 +149,9 @@ def test_peak_memory_sees_an_allocation():
     if quiet.peak_bytes is None:
         pytest.skip("no /proc/self/clear_refs here: peak memory is not measured")
     assert loud.memory_kind == "peak RSS (VmHWM)"
-    assert loud.peak_bytes >= 96 << 20 > quiet.peak_bytes
+    # the kernel's RSS counters are batched per CPU, and the process has other threads: margins, not equalities
+    mib = (loud.peak_bytes >> 20, quiet.peak_bytes >> 20)
+    assert loud.peak_bytes >= 240 << 20 and loud.peak_bytes - quiet.peak_bytes >= 192 << 20, mib
 
 
 def test_mcnemar_against_scipy():
