@@ -218,34 +218,52 @@ def markdown(summary: Dict[str, list], rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: Dict[str, list], path: Path, title: str) -> None:
+def plot(summary: Dict[str, list], rows: List[dict], path: Path, title: str) -> None:
+    """Top: accuracy per mode (mean ± std over seeds: the spread between
+    pre-trained models). Bottom: each mode's gain over nearest within the same
+    seed (mean ± std of the paired differences: what the mode itself does)."""
     import io
 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=False)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
     width = 0.8 / len(GRIDS)
-    for ax, metric, name in ((axes[0], "zero_shot_accuracy", "zero-shot (table resized only)"),
-                             (axes[1], "finetuned_accuracy", "after a short fine-tune")):
+    for col, (metric, name) in enumerate((("zero_shot_accuracy", "zero-shot (table resized only)"),
+                                          ("finetuned_accuracy", "after a short fine-tune"))):
+        ax, gain_ax = axes[0][col], axes[1][col]
         for i, grid in enumerate(GRIDS):
             sel = [e for e in summary["table"] if e["grid"] == grid]
             xs = [j + (i - (len(GRIDS) - 1) / 2) * width for j in range(len(sel))]
+            label = f"grid {BASE_GRID}→{grid} (×{grid / BASE_GRID:.2f})"
             ax.bar(xs, [100 * e[metric] for e in sel], width, yerr=[100 * e[metric + "_std"] for e in sel],
-                   capsize=3, label=f"grid {BASE_GRID}→{grid} (×{grid / BASE_GRID:.2f})")
-        ax.set_xticks(range(len(MODES)))
-        ax.set_xticklabels(MODES, rotation=20)
-        ax.set_title(name)
-        ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+                   capsize=3, label=label)
+            base = {r["seed"]: r[metric] for r in rows if r["grid"] == grid and r["mode"] == "nearest"}
+            gains = [[100 * (r[metric] - base[r["seed"]]) for r in rows if r["grid"] == grid and r["mode"] == m]
+                     for m in MODES]
+            gain_ax.bar(xs, [statistics.fmean(g) for g in gains], width,
+                        yerr=[statistics.stdev(g) if len(g) > 1 else 0 for g in gains], capsize=3, label=label)
         low = min(100 * (e[metric] - e[metric + "_std"]) for e in summary["table"])
         ax.set_ylim(max(0, low - 5), 100)
-        ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(name)
+        ax.set_ylabel("test accuracy %\n(mean ± std over seeds)")
+        gain_ax.axhline(0, color="black", linewidth=0.8)
+        gain_ax.set_ylabel("gain over nearest, same seed\n(points, mean ± std)")
+        for a in (ax, gain_ax):
+            a.set_xticks(range(len(MODES)))
+            a.set_xticklabels(MODES, rotation=15)
+            a.legend(loc="upper left", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     write_atomic(path, lambda f: f.write(buf.getvalue()), overwrite=True)
+
+
+def plot_title(cfg: Config) -> str:
+    return (f"digits ViT (patch {PATCH}) pre-trained at grid {BASE_GRID}x{BASE_GRID}, table resized per mode; "
+            f"{cfg.seeds} seeds, {cfg.finetune_steps} fine-tune steps")
 
 
 def main(argv=None) -> int:
@@ -299,8 +317,7 @@ def main(argv=None) -> int:
         data_json = (json.dumps(record, indent=1) + "\n").encode()
         write_atomic(args.json, lambda f: f.write(data_json), overwrite=True)
     if args.plot:
-        plot(summary, args.plot, f"digits ViT (patch {PATCH}) pre-trained at grid {BASE_GRID}, table resized per "
-                                 f"mode; {cfg.seeds} seeds, {cfg.finetune_steps} fine-tune steps")
+        plot(summary, rows, args.plot, plot_title(cfg))
     return 0
 
 
