@@ -195,7 +195,7 @@ def test_help_lists_every_command(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     listed = re.findall(r"^    (\w+) ", capsys.readouterr().out, re.M)
-    assert listed == ["resize", "inspect", "plot", "demo", "bench"]
+    assert listed == ["resize", "inspect", "plot", "demo", "compare", "bench"]
 
 
 def test_command_line_mistakes_are_one_line(capsys):

@@ -18,6 +18,7 @@ import argparse
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Optional, Sequence, Set
 
@@ -28,7 +29,9 @@ from .atomic import Interrupted, OutputError, check_output, cleanup_on_signals, 
 from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, NoEmbeddingKey, check_storable,
                          describe, find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
                          nonfinite_summary, output_format, parse_pair, save_checkpoint, select_keys)
-from .resizing import Method, plan_resize
+from ..integrations.provenance import RECORD_KEY
+from .records import describe_record, method_from_record, mismatch_warning, step_for, store_records, table_record
+from .resizing import Method, plan_patch, plan_resize
 
 USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
 
@@ -44,7 +47,8 @@ def _pair_arg(what):
     return parse
 
 
-def _add_layout_args(parser: argparse.ArgumentParser) -> None:
+def _add_layout_args(parser: argparse.ArgumentParser,
+                     patch_help: str = "patch size in pixels (default: from the patch-embedding weight)") -> None:
     group = parser.add_argument_group("table layout (detected when not given)")
     group.add_argument("--key", action="append", metavar="KEY",
                        help="the table's key (nested dicts as model/pos_embed); repeat for several tables")
@@ -52,8 +56,7 @@ def _add_layout_args(parser: argparse.ArgumentParser) -> None:
                        help="class/distillation/register tokens at the start of the table")
     group.add_argument("--old-grid", type=_pair_arg("--old-grid"), metavar="HxW",
                        help="the table's current patch grid (needed for non-square grids)")
-    group.add_argument("--patch-size", type=_pair_arg("--patch-size"), metavar="P|PHxPW",
-                       help="patch size in pixels (default: from the patch-embedding weight)")
+    group.add_argument("--patch-size", type=_pair_arg("--patch-size"), metavar="P|PHxPW", help=patch_help)
 
 
 def _modes_taking(flag: str) -> str:
@@ -79,6 +82,11 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
                        help="fixed sin-cos table (MAE): regenerate it exactly at the new grid instead of interpolating")
 
 
+def _method_given(args) -> bool:
+    return bool(args.sincos or args.profile or args.mode is not None or args.align_corners is not None
+                or args.antialias is not None)
+
+
 def method_from_args(args, emb: Embedding) -> Method:
     explicit = args.mode is not None or args.align_corners is not None or args.antialias is not None
     if args.sincos:
@@ -91,12 +99,15 @@ def method_from_args(args, emb: Embedding) -> Method:
     return method
 
 
-def _load_tables(path, args, strict_single: bool = True):
+def _load_tables(path, args, strict_single: bool = True, patch_from_args: bool = True):
+    """patch_from_args=False: --patch-size is the output's patch size (resize),
+    so the tables' patch size comes from their kernels only."""
     ckpt = load_checkpoint(path)
     keys = select_keys(ckpt, args.key) if strict_single or args.key else find_embedding_keys(ckpt)
     if not keys:
         keys = select_keys(ckpt, None)  # raises the "no key, candidates: ..." error
-    embs = [describe(ckpt, key, args.prefix_tokens, args.old_grid, args.patch_size) for key in keys]
+    patch = args.patch_size if patch_from_args else None
+    embs = [describe(ckpt, key, args.prefix_tokens, args.old_grid, patch) for key in keys]
     return ckpt, embs
 
 
@@ -130,38 +141,64 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
         raise CheckpointError(f"{out}: is the input file; write the result to another path")
     check_output(out, args.force, need_folder=not args.dry_run)
     fmt = output_format(out)
-    ckpt, embs = _load_tables(src, args)
+    ckpt, embs = _load_tables(src, args, patch_from_args=False)
     check_storable(ckpt, out)
-    changes = []
+    changes, kernels, steps, records = [], {}, {}, {}
     for emb in embs:
-        new_grid = new_grid_for(emb, args.image_size, src)
-        method = method_from_args(args, emb)
-        layout = (f"prefix {emb.prefix_tokens}, patch {format_pair(emb.patch)}, {emb.dtype}".replace("torch.", "")
+        # --patch-size: a kernel of another size is resampled; without one it is the table's patch size
+        new_grid, kernel = plan_patch(ckpt, emb, args.image_size, args.patch_size,
+                                      allow_nonfinite=args.allow_nonfinite, compute=not args.dry_run)
+        new_patch = tuple(kernel.new_shape[-2:]) if kernel else emb.patch or tuple(args.patch_size)
+        if kernel is not None and kernel.key not in kernels:
+            kernels[kernel.key] = kernel
+            log(f"{src}: {key_name(kernel.key)} {kernel.old_shape} -> {kernel.new_shape}: patch "
+                f"{format_pair(emb.patch)} -> {format_pair(new_patch)} (FlexiViT: pseudo-inverse of bicubic aa)")
+        emb = replace(emb, patch=emb.patch or new_patch)
+        record = table_record(ckpt, emb, lambda line: _note("resize", line))
+        method, as_recorded = method_from_args(args, emb), ""
+        if record is not None and not _method_given(args) and method_from_record(record) is not None:
+            method, as_recorded = method_from_record(record), " (as its resize record says)"
+        layout = (f"prefix {emb.prefix_tokens}, patch {format_pair(new_patch)}, {emb.dtype}".replace("torch.", "")
                   + f", family {emb.family}")
         if new_grid == emb.grid:
             log(f"{src}: {emb.name} {tuple(emb.shape)}: already grid {format_pair(new_grid)} ({layout}); unchanged")
             continue
+        step = step_for(method, emb, new_grid, new_patch)
+        warning = mismatch_warning(record, step, emb)
+        if warning:
+            print(f"vitpe resize: warning: {src}: {warning}", file=sys.stderr)
+        elif record is not None:
+            _note("resize", f"{src}: {emb.name} is already a resize of a {format_pair(record.source_grid)} table; "
+                            f"each resize interpolates again, so resizing the original to "
+                            f"{format_pair(new_grid)} is more exact (the record keeps the chain)")
         planned = plan_resize(ckpt, emb, new_grid, method, allow_nonfinite=args.allow_nonfinite,
                               compute=not args.dry_run)
         log(f"{src}: {emb.name} {tuple(emb.shape)} -> {planned[0].new_shape}: grid "
-            f"{format_pair(emb.grid)} -> {format_pair(new_grid)} ({layout}); {method.label}")
+            f"{format_pair(emb.grid)} -> {format_pair(new_grid)} ({layout}); {method.label}{as_recorded}")
         for change in planned[1:]:
             log(f"{src}: {key_name(change.key)} {change.old_shape} -> {change.new_shape} (arange)")
         changes += planned
+        steps[emb.key], records[emb.key] = step, record
         if emb.family.startswith("hf"):
+            image = (new_grid[0] * new_patch[0], new_grid[1] * new_patch[1])
             log(f"note: transformers reads the image size from config.json: set \"image_size\": "
-                f"{args.image_size[0] if args.image_size[0] == args.image_size[1] else list(args.image_size)} there")
+                f"{image[0] if image[0] == image[1] else list(image)}"
+                + (f" and \"patch_size\": {new_patch[0] if new_patch[0] == new_patch[1] else list(new_patch)}"
+                   if kernel else "") + " there")
+    changes += kernels.values()
     source_kind = "safetensors" if ckpt.format == "safetensors" else "torch"
     converted = f", converted from {source_kind}" if fmt != source_kind else ""
-    if fmt == "torch" and ckpt.format == "safetensors" and set(ckpt.metadata or {}) - {"format"}:
+    if fmt == "torch" and ckpt.format == "safetensors" and set(ckpt.metadata or {}) - {"format", RECORD_KEY}:
+        kept = {RECORD_KEY}  # the resize record moves into the torch file (records.py)
         log(f"note: a torch file has no place for the safetensors metadata of {src} "
-            f"({', '.join(sorted(ckpt.metadata))}); it is not kept")
+            f"({', '.join(k for k in sorted(ckpt.metadata) if k not in kept)}); it is not kept")
     if args.dry_run:
         log(f"dry run: would write {out} ({fmt}{converted})" if changes else
             f"dry run: nothing to change, would copy to {out} ({fmt}{converted})")
         return
     for change in changes:
         ckpt.set(change.key, change.new)
+    store_records(ckpt, steps, records, fmt)
     _sweep(out.parent, swept if swept is not None else set())
     save_checkpoint(ckpt, out, overwrite=args.force)
     log(f"wrote {out} ({fmt}{converted})")
@@ -265,6 +302,10 @@ def _resize_files(src: Path, out: Path, files: List[Path], args, made: List[Path
 
 
 def cmd_resize(args) -> int:
+    if args.image_size is None and args.patch_size is None:
+        print("vitpe resize: error: give --image-size, --patch-size or both (see vitpe resize --help)",
+              file=sys.stderr)
+        return 2
     src, out = Path(args.input), Path(args.output)
     if src.is_dir():
         return resize_dir(src, out, args)
@@ -317,8 +358,14 @@ def cmd_inspect(args) -> int:
     print(f"{ckpt.path} ({ckpt.format}, {sum(1 for _ in ckpt.items())} tensors)")
     print(_table_rows(header, rows))
     for emb in embs:
-        print(f"{emb.name}: default resize {Method(profile=emb.profile).label}"
+        record = table_record(ckpt, emb, lambda line: _note("inspect", line))
+        recorded = method_from_record(record) if record is not None else None
+        default = f"{recorded.label} (as its resize record says)" if recorded else Method(profile=emb.profile).label
+        print(f"{emb.name}: default resize {default}"
               + (f"; patch size from {key_name(emb.patch_key)}" if emb.patch_key else ""))
+        if record is not None:
+            lines = describe_record(record)
+            print(f"{emb.name}: resize record: {lines[0]}", *lines[1:], sep="\n")
     if problems:
         for line in problems:
             print(f"vitpe inspect: non-finite values: {line} (they usually come from the checkpoint, "
@@ -333,6 +380,9 @@ def cmd_plot(args) -> int:
     from .demo import DEMO_METHODS
     from .plot import check_plot_output, plot_resize
 
+    if args.attention or args.image or args.arch or args.modes or args.num_heads is not None:
+        from .attention_plot import run as run_attention  # says which options need --attention
+        return run_attention(args)
     check_plot_output(args.output)  # before any work
     ckpt, embs = _load_tables(Path(args.checkpoint), args)
     emb = embs[0]
@@ -383,9 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "copied bit for bit; OUT is written atomically.")
     p.add_argument("input", metavar="IN", help="checkpoint file, or a directory of checkpoints")
     p.add_argument("output", metavar="OUT", help="output file (a directory when IN is one)")
-    p.add_argument("--image-size", type=_pair_arg("--image-size"), required=True, metavar="S|HxW",
-                   help="new image size in pixels, e.g. 384 or 512x384 (height x width)")
-    _add_layout_args(p)
+    p.add_argument("--image-size", type=_pair_arg("--image-size"), metavar="S|HxW",
+                   help="new image size in pixels, e.g. 384 or 512x384 (height x width); without it, "
+                        "--patch-size keeps the checkpoint's image size")
+    _add_layout_args(p, patch_help="the output's patch size: a patch-embedding kernel of another size is "
+                                   "resampled to it (FlexiViT) and the table resized to IMAGE/P, so both agree; "
+                                   "without a kernel in the checkpoint, the table's patch size")
     _add_method_args(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
@@ -405,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new image size (default: twice the current grid)")
     p.add_argument("-o", "--output", default="vitpe-plot.png", metavar="PNG")
     _add_layout_args(p)
+    from .attention_plot import add_attention_args
+    add_attention_args(p)  # --attention CKPT [IMAGE]
     p.set_defaults(run=cmd_plot)
 
     p = sub.add_parser("demo", help="every mode against the exact answer, a forward pass and a plot",
@@ -424,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "num_attention_heads entry in CKPT, else torchvision's for that width)")
     _add_layout_args(p)
     p.set_defaults(run=cmd_demo)
+
+    from .compare import add_parser as add_compare_parser
+    add_compare_parser(sub, _pair_arg)  # `vitpe compare`, in compare.py
 
     # listed for --help; main() hands its arguments to the bench's own parser unparsed
     sub.add_parser("bench", add_help=False, help="verify, then time the op against the anchors (vitpe bench --help)")
