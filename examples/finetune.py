@@ -85,9 +85,10 @@ def save(obj, path, force):
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists() and not force:  # appeared while we trained
-            raise FileExistsError(f"{path} exists; pass --force to overwrite it")
-        os.replace(tmp, path)
+        if force:
+            os.replace(tmp, path)
+        else:  # a link fails if the name exists, even one that appeared while we trained
+            os.link(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

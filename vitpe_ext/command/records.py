@@ -17,6 +17,7 @@ from ..integrations.provenance import (RECORD_KEY, Provenance, ResizeStep, attac
 from .checkpoint import Checkpoint, Embedding, Key, format_pair
 from .resizing import Method
 
+
 def _container(ckpt: Checkpoint, path: Key):
     """The dict at key path: () is the top level, ("model",) the dict under "model"."""
     return ckpt.get(path) if path else ckpt.obj

@@ -73,10 +73,10 @@ def _backward_fake(grad_output, input_tokens, new_size, old_size=None, num_prefi
 # function take the same path. Python, because torch's stable C ABI has no
 # autograd API; kept lean because every op call passes through it: not
 # torch.library.register_autograd (its generic setup_context and output
-# wrapping cost 40-45 us per forward+backward on the 2-core CPU), the
-# resize arguments travel as one tuple, and the ops are called through their
-# C++ handles (OpOverload._op), not the Python OpOverload.__call__.
-# bench/host_overhead.py measures what is left against native ATen ops.
+# wrapping cost more than a ViT-B table's kernels), the resize arguments
+# travel as one tuple, and the ops are called through their C++ handles
+# (OpOverload._op), not the Python OpOverload.__call__. bench/host_overhead.py
+# measures what is left against native ATen ops (docs/performance.md).
 
 _below_autograd = torch._C._AutoDispatchBelowAutograd
 _grad_enabled = torch._C.is_grad_enabled
@@ -116,7 +116,7 @@ class _ResizeAdjoint(torch.autograd.Function):
 
 
 # The Autograd kernels. Called directly by the Functions' backward (a
-# dispatcher round trip costs ~10 us): under create_graph they record the
+# dispatcher round trip would redo the argument conversions): under create_graph they record the
 # other op's Function (double backward), otherwise they run below autograd.
 # requires_grad is tested first: it is False for most calls and cheaper to read.
 def _forward_autograd(pos_embed, *resize):
