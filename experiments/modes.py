@@ -116,7 +116,8 @@ def accuracy(model, x, y, batch: int = 256) -> float:
     return right / len(y)
 
 
-def run_seed(seed: int, cfg: Config, data: Dict[int, tuple], log, save: Optional[Path] = None) -> List[dict]:
+def run_seed(seed: int, cfg: Config, data: Dict[int, tuple], log, save: Optional[Path] = None,
+             force: bool = False) -> List[dict]:
     """One pre-training, then every grid x mode: zero-shot and fine-tuned."""
     torch.manual_seed(seed)
     model = build_vit(BASE_GRID, cfg)
@@ -132,7 +133,7 @@ def run_seed(seed: int, cfg: Config, data: Dict[int, tuple], log, save: Optional
     if save is not None:
         buf = io.BytesIO()  # num_heads beside the weights: `vitpe compare` reads it (state dicts lack it)
         torch.save({"model": pretrained, "num_heads": cfg.heads, "image_size": BASE_GRID * PATCH}, buf)
-        write_atomic(save, lambda f: f.write(buf.getvalue()), overwrite=True)
+        write_atomic(save, lambda f: f.write(buf.getvalue()), overwrite=force)
         log(f"seed {seed}: wrote the pre-trained checkpoint to {save}")
     rows = []
     for grid in GRIDS:
@@ -276,6 +277,7 @@ def main(argv=None) -> int:
                         help="torch threads (default 2; 1 on a machine other jobs keep busy)")
     parser.add_argument("--save-checkpoint", type=Path, metavar="PATH",
                         help="write seed 0's pre-trained model (a torchvision state dict) here, for vitpe compare")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing --save-checkpoint file")
     args = parser.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     if args.seeds is not None:
@@ -284,6 +286,8 @@ def main(argv=None) -> int:
         cfg = Config(**{**cfg.__dict__, "seeds": args.seeds})
     if args.plot is not None and args.plot.suffix.lower() != ".png":
         parser.error(f"--plot {args.plot}: give a .png file name")
+    if args.save_checkpoint is not None and args.save_checkpoint.exists() and not args.force:
+        parser.error(f"--save-checkpoint {args.save_checkpoint}: exists; pass --force to overwrite it")
     if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
@@ -302,7 +306,7 @@ def main(argv=None) -> int:
         data[grid] = (xtr, ytr, xte, yte)
     rows = []
     for seed in range(cfg.seeds):
-        rows += run_seed(seed, cfg, data, log, args.save_checkpoint if seed == 0 else None)
+        rows += run_seed(seed, cfg, data, log, args.save_checkpoint if seed == 0 else None, args.force)
     summary = summarize(rows)
     seconds = time.perf_counter() - started
     table = markdown(summary, rows)

@@ -7,6 +7,10 @@ one-line errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +23,7 @@ from vitpe_ext.integrations.compare import (Variant, compare_modes, default_vari
 from vitpe_ext.op import MODES, mode_info
 from vitpe_ext.op.reference import recipe_interpolate
 
+REPO = Path(__file__).resolve().parents[1]
 torchvision = pytest.importorskip("torchvision")
 from torchvision.models import VisionTransformer  # noqa: E402
 
@@ -247,7 +252,7 @@ def test_cli_digits_matches_the_library(digits_ckpt, tmp_path, capsys):
                      "nearest,bicubic+aa", "--profiles", "torchvision", "--json", str(out), "--limit", "100"])
     text, err = capsys.readouterr()
     assert code == 0, err
-    assert "num_heads: recorded in the checkpoint" in text and "model prefix 'module.' stripped" in text
+    assert "2 heads (recorded in the checkpoint)" in text and "model prefix 'module.' stripped" in text
     for label in ("nearest", "bicubic+aa", "torchvision"):
         assert any(line.startswith(label + " ") for line in text.splitlines()), label
     record = json.loads(out.read_text())
@@ -330,3 +335,104 @@ def test_cuda_rows_equal_cpu_rows_and_memory_is_the_allocators():
     for a, b in zip(cpu, gpu):
         assert a.correct == b.correct and b.loss == pytest.approx(a.loss, rel=1e-4, abs=1e-5)
         assert b.memory_kind == "cuda max_memory_allocated" and b.peak_bytes >= 256 << 20
+
+
+# -- the reviewer's findings (each test fails without its fix) ------------------------------------
+
+def timm_ckpt(tmp_path, name="timm.pth", **kwargs):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.models.vision_transformer.VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=2,
+                                                              num_heads=4, num_classes=10, **kwargs)
+    path = tmp_path / name
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("kwargs", [dict(global_pool="avg"), dict(qk_norm=True)])
+def test_cli_rebuilds_avg_pooled_and_qk_norm_timm_vits(tmp_path, capsys, kwargs):
+    """compare builds the model `vitpe plot --attention` builds: fc_norm and q/k norms load."""
+    pytest.importorskip("sklearn")
+    path = timm_ckpt(tmp_path, **kwargs)
+    code = cli.main(["compare", str(path), "--data", "digits", "--image-size", "48", "--num-heads", "4",
+                     "--modes", "bilinear", "--limit", "20"])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+    assert ("fc_norm=True" if "global_pool" in kwargs else "qk_norm=True") in text
+
+
+def test_cli_one_head_count_policy(tmp_path, capsys):
+    """Width 16, no count recorded, no --num-heads: refused (rebuild's policy), not a guessed count."""
+    pytest.importorskip("sklearn")
+    path = tmp_path / "bare.pth"
+    torch.save(tv_vit(32, classes=10).state_dict(), path)
+    code = run_cli(["compare", str(path), "--data", "digits", "--image-size", "40"])
+    err = capsys.readouterr().err
+    assert code == 1 and "pass --num-heads" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_verdict_with_one_row_says_nothing_about_ties():
+    from vitpe_ext.command.compare import verdict
+    model = tv_vit(24)
+    x, y = data(8, 24)
+    rows = compare_modes(model, smooth_state(tv_vit(16), 4), [(x, y)], modes=["bilinear"])
+    line = verdict(rows)
+    assert line.startswith("best: bilinear") and "differs" not in line and "matter" not in line
+
+
+def test_cli_missing_timm_is_one_line(tmp_path, monkeypatch, capsys):
+    path = timm_ckpt(tmp_path)
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "timm.models.vision_transformer", None)
+    code = run_cli(["compare", str(path), "--data", "digits", "--image-size", "48", "--num-heads", "4"])
+    err = capsys.readouterr().err
+    assert code == 1 and "pip install timm" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_profile_with_a_mode_override_is_its_own_row():
+    from vitpe_ext.integrations.compare import _as_variants
+    override = Variant(profile="timm", mode="bilinear")
+    assert override.label != "timm" and "bilinear" in override.label
+    assert [v.label for v in _as_variants([override], ["timm"])] == [override.label, "timm"]
+
+
+def test_cli_key_is_one_option(digits_ckpt, capsys):
+    """--key is a plain option: the last one given is used, not silently the first."""
+    code = run_cli(["compare", str(digits_ckpt), "--data", "digits", "--image-size", "40", "--modes", "bilinear",
+                    "--limit", "10", "--key", "bogus", "--key", "model/module.encoder.pos_embedding"])
+    text, err = capsys.readouterr()
+    assert code == 0, err
+
+
+def test_resize_ms_times_the_op_alone(monkeypatch):
+    """model.state_dict() (table_layout) is outside the timed resize."""
+    model = tv_vit(24)
+    x, y = data(4, 24)
+    state = smooth_state(tv_vit(16), 4)
+    slow = torch.nn.Module.state_dict
+
+    def state_dict(self, *a, **k):
+        time.sleep(0.05)
+        return slow(self, *a, **k)
+    monkeypatch.setattr(torch.nn.Module, "state_dict", state_dict)
+    rows = compare_modes(model, state, [(x, y)], modes=["bilinear"])
+    assert rows[0].resize_ms < 40
+
+
+def test_cli_refuses_a_misfit_before_loading_data(digits_ckpt, monkeypatch, capsys):
+    from vitpe_ext.command import compare as command
+    loaded = []
+    monkeypatch.setattr(command, "digits_data", lambda *a, **k: loaded.append(1) or (_ for _ in ()).throw(
+        AssertionError("data loaded")))
+    code = run_cli(["compare", str(digits_ckpt), "--data", "digits", "--image-size", "48", "--arch", "vit_b_16"])
+    err = capsys.readouterr().err
+    assert code == 1 and "does not fit" in err and not loaded, err
+
+
+def test_experiment_refuses_an_existing_checkpoint_without_force(tmp_path):
+    existing = tmp_path / "ckpt.pth"
+    existing.write_bytes(b"keep me")
+    done = subprocess.run([sys.executable, str(REPO / "experiments" / "modes.py"), "--quick", "--save-checkpoint",
+                           str(existing)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "pass --force" in done.stderr, done.stderr[-2000:]
+    assert existing.read_bytes() == b"keep me"

@@ -4,11 +4,11 @@ mode (or --modes), each result loads strictly into the model rebuilt at S and
 is evaluated; one row per mode (accuracy, loss, paired McNemar p-value against
 the best row, resize time, evaluation time, peak memory).
 
-The model comes from --arch (a torchvision vit_* name or a timm model name,
-built without weights) or, without it, from the checkpoint's keys: every size
-of a torchvision VisionTransformer or a plain timm VisionTransformer is in its
-weights, except the number of attention heads (--num-heads; otherwise an
-assumption the output states).
+The model is the one `vitpe plot --attention` rebuilds (command/rebuild.py),
+built at S: from --arch (a torchvision vit_* name or a timm model name, built
+without weights) or from the checkpoint's keys, with the same head-count policy
+(--num-heads, a recorded num_heads, the standard count for the width, or an
+error asking for --num-heads).
 
 Data: --data DIR (ImageFolder layout: DIR/<class>/<image>, classes sorted by
 name are labels 0..K-1) or --data digits (scikit-learn's handwritten digits,
@@ -19,19 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..integrations.compare import ModeResult, compare_modes, format_table, parse_variant
+from ..integrations.compare import ModeResult, check_fits, compare_modes, format_table, parse_variant, table_layout
 from ..op import PROFILES
 from .atomic import check_output, write_atomic
-from .checkpoint import (FAMILY_BY_NAME, CheckpointError, describe, format_pair, load_checkpoint, new_grid_for,
-                         select_keys)
+from .checkpoint import CheckpointError, describe, format_pair, load_checkpoint, new_grid_for, select_keys
+from .rebuild import build_model, check_arch, model_prefix, model_state, require
 
 Pair = Tuple[int, int]
 
@@ -90,7 +89,7 @@ class _Batches:
 
 
 def _image_transform(size: Pair, channels: int):
-    from torchvision.transforms import v2 as T
+    T = require("torchvision.transforms.v2")
     return T.Compose([
         T.Lambda(lambda im: im.convert("L" if channels == 1 else "RGB")),
         T.PILToTensor(),
@@ -103,7 +102,7 @@ def _image_transform(size: Pair, channels: int):
 def image_folder_data(root: Path, size: Pair, channels: int, mean, std, batch_size: int,
                       limit: Optional[int], num_classes: int, log):
     """An ImageFolder as batches, and what the user should know about it."""
-    from torchvision.datasets import ImageFolder
+    ImageFolder = require("torchvision.datasets").ImageFolder
     if not root.is_dir():
         raise CheckpointError(f"--data {root}: no such directory (give an ImageFolder directory or 'digits')")
     try:
@@ -158,118 +157,13 @@ class _Streamed:
 
 # -- the model -----------------------------------------------------------------------
 
-TIMM_HEADS = {192: 3, 384: 6, 512: 8, 640: 10, 768: 12, 1024: 16, 1152: 16, 1280: 16, 1408: 16, 1536: 24}
-
-
-def _state_without_prefix(ckpt, key) -> Tuple[Dict[str, torch.Tensor], str]:
-    """The state dict holding the table, without a model prefix ('module.')."""
-    container = ckpt.container(key)
-    name = key[-1]
-    family = next((f for f in FAMILY_BY_NAME.values() if name == f.table_suffix
-                   or name.endswith("." + f.table_suffix)), None)
-    prefix = name[: len(name) - len(family.table_suffix)] if family else ""
-    state = {k[len(prefix):]: v for k, v in container.items()
-             if isinstance(k, str) and k.startswith(prefix) and isinstance(v, torch.Tensor)}
-    return state, prefix
-
-
-def _heads(dim: int, option: Optional[int], recorded: Optional[int], table: Dict[int, int]) -> Tuple[int, str]:
-    if option is not None:
-        if option < 1 or dim % option:
-            raise CheckpointError(f"--num-heads {option} does not divide the model width {dim}")
-        return option, "--num-heads"
-    if recorded is not None and dim % recorded == 0:
-        return recorded, "recorded in the checkpoint"
-    heads = table.get(dim, max(1, dim // 64) if dim % 64 == 0 else 1)
-    return heads, (f"ASSUMED {heads} (not in the weights, not recorded in the checkpoint); a wrong count gives a "
-                   f"wrong model whose accuracy means nothing: pass --num-heads or --arch")
-
-
-def _infer_torchvision(state, image: Pair, patch: Pair, heads_option, recorded):
-    from torchvision.models import VisionTransformer
-    layers = {k.split(".")[2] for k in state if k.startswith("encoder.layers.encoder_layer_")}
-    missing = [k for k in ("conv_proj.weight", "heads.head.weight", "encoder.layers.encoder_layer_0.mlp.0.weight")
-               if k not in state]
-    if missing or not layers:
-        raise CheckpointError(f"cannot rebuild a torchvision VisionTransformer from this state dict (no "
-                              f"{', '.join(missing) or 'encoder layers'}); pass --arch")
-    if image[0] != image[1] or patch[0] != patch[1]:
-        raise CheckpointError("torchvision's VisionTransformer takes square images and patches only")
-    hidden = state["conv_proj.weight"].shape[0]
-    heads, source = _heads(hidden, heads_option, recorded, {768: 12, 1024: 16, 1280: 16})
-    kwargs = dict(image_size=image[0], patch_size=patch[0], num_layers=len(layers), num_heads=heads,
-                  hidden_dim=hidden, mlp_dim=state["encoder.layers.encoder_layer_0.mlp.0.weight"].shape[0],
-                  num_classes=state["heads.head.weight"].shape[0])
-    if "heads.pre_logits.weight" in state:
-        kwargs["representation_size"] = state["heads.pre_logits.weight"].shape[0]
-    built = f"torchvision VisionTransformer({', '.join(f'{k}={v}' for k, v in kwargs.items())}); num_heads: {source}"
-    return VisionTransformer(**kwargs), built
-
-
-def _infer_timm(state, table_tokens: int, grid: Pair, image: Pair, patch: Pair, heads_option, recorded):
-    from timm.models.vision_transformer import VisionTransformer
-    needed = ("patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
-    if any(k not in state for k in needed):
-        raise CheckpointError("cannot rebuild a timm VisionTransformer from this state dict (no "
-                              f"{' or '.join(k for k in needed if k not in state)}); pass --arch")
-    weight = state["patch_embed.proj.weight"]
-    dim = weight.shape[0]
-    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
-    reg = state["reg_token"].shape[1] if "reg_token" in state else 0
-    class_token = "cls_token" in state
-    prefix = int(class_token) + reg
-    heads, source = _heads(dim, heads_option, recorded, TIMM_HEADS)
-    kwargs = dict(img_size=image, patch_size=patch, in_chans=weight.shape[1], embed_dim=dim, depth=depth,
-                  num_heads=heads, mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / dim,
-                  qkv_bias="blocks.0.attn.qkv.bias" in state, class_token=class_token, reg_tokens=reg,
-                  no_embed_class=table_tokens == grid[0] * grid[1] and prefix > 0,
-                  num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
-                  global_pool="token" if class_token else "avg",
-                  fc_norm="fc_norm.weight" in state, pre_norm="norm_pre.weight" in state,
-                  final_norm="norm.weight" in state)
-    if "blocks.0.ls1.gamma" in state:
-        kwargs["init_values"] = 1e-5  # any value: the layer-scale weights come from the checkpoint
-    shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k != "init_values")
-    return VisionTransformer(**kwargs), f"timm VisionTransformer({shown}); num_heads: {source}"
-
-
-def known_arch(name: str) -> str:
+def _arch(text: str) -> str:
     """argparse type of --arch: a torchvision vit_* builder or a timm model name."""
-    if re.fullmatch(r"vit_[a-z]_\d+", name):
-        from torchvision.models import list_models
-        if name in list_models():
-            return name
-    import difflib
-    known = ["vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
     try:
-        import timm
-        if timm.is_model(name):
-            return name
-        known += timm.list_models()
-    except ImportError:
-        pass
-    near = difflib.get_close_matches(name, known, n=4, cutoff=0.6)
-    raise argparse.ArgumentTypeError(
-        f"unknown architecture {name!r}: give a torchvision vit_* name (vit_b_16, vit_b_32, vit_l_16, vit_l_32, "
-        f"vit_h_14) or a timm model name" + (f" (e.g. {', '.join(near)})" if near else ""))
-
-
-def _from_arch(arch: str, state, image: Pair):
-    num_classes = None
-    for head in ("heads.head.weight", "head.weight"):
-        if head in state:
-            num_classes = state[head].shape[0]
-    if re.fullmatch(r"vit_[a-z]_\d+", arch):
-        from torchvision.models import get_model
-        if image[0] != image[1]:
-            raise CheckpointError(f"--arch {arch}: torchvision's VisionTransformer takes square images only")
-        kwargs = {"image_size": image[0], **({"num_classes": num_classes} if num_classes else {})}
-        return get_model(arch, weights=None, **kwargs), f"torchvision {arch}({kwargs})"
-    import timm
-    kwargs = {"img_size": image, **({"num_classes": num_classes} if num_classes is not None else {})}
-    if "patch_embed.proj.weight" in state:
-        kwargs["in_chans"] = state["patch_embed.proj.weight"].shape[1]
-    return timm.create_model(arch, pretrained=False, **kwargs), f"timm {arch}({kwargs}) without pretrained weights"
+        check_arch(text)
+    except (ValueError, CheckpointError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _channels(model) -> int:
@@ -314,7 +208,7 @@ def add_parser(sub, pair_arg) -> None:
                         "'digits': scikit-learn's digits, the held-out 540, upscaled to the image size")
     p.add_argument("--image-size", type=pair_arg("--image-size"), required=True, metavar="S|HxW",
                    help="the new image size; the model is built for it")
-    p.add_argument("--arch", type=known_arch, metavar="NAME",
+    p.add_argument("--arch", type=_arch, metavar="NAME",
                    help="torchvision vit_* or timm model name, built without weights (default: rebuilt from "
                         "CKPT's keys)")
     p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, when rebuilding from the keys")
@@ -332,7 +226,7 @@ def add_parser(sub, pair_arg) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--json", metavar="PATH", help="also write the rows as JSON (atomically)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    p.add_argument("--key", action="append", metavar="KEY", help="the table's key, where detection cannot tell")
+    p.add_argument("--key", metavar="KEY", help="the table's key, where detection cannot tell")
     p.set_defaults(run=run)
 
 
@@ -363,6 +257,8 @@ def verdict(rows: List[ModeResult]) -> str:
     best = max(rows, key=lambda r: (r.accuracy, -r.loss))
     tied = [r.label for r in rows if r is not best and mcnemar_p(r.correct, best.correct) >= 0.05]
     head = f"best: {best.label} ({100 * best.accuracy:.2f}%)"
+    if len(rows) == 1:
+        return head
     if len(tied) == len(rows) - 1:
         return (f"{head}, but no mode differs from it by more than chance on these {best.samples} images "
                 f"(McNemar p >= 0.05 for all): the mode does not matter here; more data would tell smaller gaps")
@@ -371,41 +267,27 @@ def verdict(rows: List[ModeResult]) -> str:
     return f"{head}; every other mode is worse by more than chance (p < 0.05)"
 
 
-def _build(args, ckpt, emb, state, image: Pair, recorded: Optional[int]):
-    """(model at image, how it was built): from --arch, else from the keys."""
-    if args.arch:
-        return _from_arch(args.arch, state, image)
-    if emb.family == "torchvision":
-        if emb.patch is None:
-            raise CheckpointError(f"{ckpt.path}: no conv_proj.weight tells the patch size; pass --arch")
-        return _infer_torchvision(state, image, emb.patch, args.num_heads, recorded)
-    if emb.family in ("timm", "mae"):
-        if emb.patch is None:
-            raise CheckpointError(f"{ckpt.path}: no patch_embed.proj.weight tells the patch size; pass --arch")
-        return _infer_timm(state, emb.shape[-2], emb.grid, image, emb.patch, args.num_heads, recorded)
-    raise CheckpointError(f"{ckpt.path}: a {emb.family} checkpoint; vitpe compare rebuilds torchvision and timm "
-                          f"ViTs (pass a timm --arch if it is one), else call "
-                          f"vitpe_ext.integrations.compare.compare_modes with your model")
-
-
 def run(args, out=None) -> int:
     log = (lambda line: print(line, file=out)) if out is not None else print
     _check_args(args)
     ckpt = load_checkpoint(args.checkpoint)
-    key = select_keys(ckpt, args.key)[0]
+    key = select_keys(ckpt, [args.key] if args.key else None)[0]
     emb = describe(ckpt, key)
     image = tuple(args.image_size)
     if emb.patch is not None:
         new_grid_for(emb, image, ckpt.path)  # refuses a size that is not a multiple of the patch
-    state, model_prefix = _state_without_prefix(ckpt, key)
-    from .demo import recorded_num_heads
-    recorded = recorded_num_heads(ckpt.obj)
+    # the model `vitpe plot --attention` runs, built at the new size (its head-count policy, its errors)
+    state, prefix = model_state(ckpt, emb), model_prefix(emb)
     try:
-        model, built = _build(args, ckpt, emb, state, image, recorded)
+        _, model, built = build_model(ckpt, emb, state, args.arch, args.num_heads, image)
     except (AssertionError, ValueError, TypeError, RuntimeError) as exc:  # the library's own checks
         what = f"--arch {args.arch}" if args.arch else "the model rebuilt from the checkpoint's keys"
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{what}: cannot be built at {format_pair(image)}: {text}") from None
+    try:  # before any work: data loading is the slow part for an ImageFolder
+        check_fits(model, state, table_layout(model)[0])
+    except ValueError as exc:
+        raise CheckpointError(str(exc).splitlines()[0]) from None
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     channels, classes = _channels(model), _num_classes(model)
     if args.data == "digits":
@@ -421,7 +303,7 @@ def run(args, out=None) -> int:
         loader = image_folder_data(Path(args.data), image, channels, args.mean, args.std, args.batch_size,
                                    args.limit, classes, log)
     log(f"checkpoint: {ckpt.path}: {emb.name} {tuple(emb.shape)}, {emb.prefix_tokens} prefix token(s), grid "
-        f"{format_pair(emb.grid)}" + (f" (model prefix {model_prefix!r} stripped)" if model_prefix else ""))
+        f"{format_pair(emb.grid)}" + (f" (model prefix {prefix!r} stripped)" if prefix else ""))
     log(f"model: {built}, on {device}")
 
     def progress(row: ModeResult) -> None:

@@ -15,6 +15,7 @@ refused with the first mismatch, never run half-initialised.
 """
 from __future__ import annotations
 
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
@@ -45,8 +46,17 @@ class Rebuilt:
     resized: Callable[[Pair, Method], nn.Module]
 
 
+def require(module: str):
+    """The module, or a one-line CheckpointError naming the package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.split(".")[0]
+        raise CheckpointError(f"this needs {package}, which is not installed (pip install {package})") from None
+
+
 def torchvision_arch_names():
-    import torchvision.models as tvm
+    tvm = require("torchvision.models")
     return sorted(n for n in tvm.list_models(module=tvm) if n.startswith("vit_"))
 
 
@@ -54,7 +64,7 @@ def check_arch(name: str) -> str:
     """The library an --arch name belongs to ('torchvision' or 'timm'); ValueError otherwise."""
     if name in torchvision_arch_names():
         return "torchvision"
-    import timm
+    timm = require("timm")
     if timm.is_model(name):
         return "timm"
     close = sorted(set(torchvision_arch_names() + timm.list_models(f"*{name}*")))[:6]
@@ -62,12 +72,17 @@ def check_arch(name: str) -> str:
     raise ValueError(f"unknown architecture {name!r}: neither a torchvision vit_* model nor a timm model{hint}")
 
 
+def model_prefix(emb: Embedding) -> str:
+    """The key prefix (module., model.) the table carries before the model's own name."""
+    family = FAMILY_BY_NAME.get("timm" if emb.family in TIMM_FAMILIES else emb.family)
+    name = emb.key[-1]
+    return name[:len(name) - len(family.table_suffix)] if family else ""
+
+
 def model_state(ckpt: Checkpoint, emb: Embedding) -> Dict[str, torch.Tensor]:
     """The model's own state dict: the table's dict, without the key prefix
     (module., model.) the table carries."""
-    family = FAMILY_BY_NAME.get("timm" if emb.family in TIMM_FAMILIES else emb.family)
-    name = emb.key[-1]
-    prefix = name[:len(name) - len(family.table_suffix)] if family else ""
+    prefix = model_prefix(emb)
     return {k[len(prefix):]: v for k, v in ckpt.container(emb.key).items()
             if isinstance(k, str) and k.startswith(prefix) and isinstance(v, torch.Tensor)}
 
@@ -121,12 +136,15 @@ def _square(emb: Embedding, ckpt: Checkpoint) -> int:
     return emb.grid[0] * emb.patch[0]
 
 
-def _torchvision(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int]) -> Rebuilt:
-    from torchvision.models import VisionTransformer, get_model
-
-    from ..integrations.torchvision import make_dynamic
+def _torchvision_model(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int],
+                       image: Optional[Pair], notes: list) -> Tuple[nn.Module, str]:
+    tvm = require("torchvision.models")
+    VisionTransformer, get_model = tvm.VisionTransformer, tvm.get_model
     size = _square(emb, ckpt)
-    notes: list = []
+    if image is not None:
+        if image[0] != image[1]:
+            raise CheckpointError(f"torchvision's VisionTransformer takes square images; got {format_pair(image)}")
+        size = image[0]
     classes = state["heads.head.weight"].shape[0] if "heads.head.weight" in state else 1000
     if arch is not None:
         if num_heads is not None:
@@ -145,6 +163,14 @@ def _torchvision(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], n
             kwargs["representation_size"] = state["heads.pre_logits.weight"].shape[0]
         model = VisionTransformer(**kwargs)
         built = f"torchvision VisionTransformer({', '.join(f'{k}={v}' for k, v in kwargs.items())})"
+    return model, built
+
+
+def _torchvision(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int]) -> Rebuilt:
+    from ..integrations.torchvision import make_dynamic
+    notes: list = []
+    model, built = _torchvision_model(ckpt, emb, state, arch, num_heads, None, notes)
+    size = model.image_size
     _load(model, state, ckpt, built)
     model.eval()
 
@@ -157,7 +183,8 @@ def _torchvision(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], n
     return Rebuilt("torchvision", "; ".join([built] + notes), model, (size, size), IMAGENET_MEAN_STD, resized)
 
 
-def _timm_kwargs(ckpt: Checkpoint, emb: Embedding, state, num_heads: Optional[int], notes: list) -> dict:
+def _timm_kwargs(ckpt: Checkpoint, emb: Embedding, state, num_heads: Optional[int], notes: list,
+                 image: Optional[Pair] = None) -> dict:
     depth = len({int(m.group(1)) for k in state for m in [re.match(r"blocks\.(\d+)\.", k)] if m})
     if "patch_embed.proj.weight" not in state or not depth or "blocks.0.mlp.fc1.weight" not in state:
         raise CheckpointError(f"{ckpt.path}: not a timm VisionTransformer state dict (patch_embed.proj, "
@@ -167,7 +194,7 @@ def _timm_kwargs(ckpt: Checkpoint, emb: Embedding, state, num_heads: Optional[in
     has_cls = "cls_token" in state
     fc_norm = "fc_norm.weight" in state
     return dict(
-        img_size=(emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1]), patch_size=emb.patch,
+        img_size=image or (emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1]), patch_size=emb.patch,
         in_chans=state["patch_embed.proj.weight"].shape[1],
         num_classes=state["head.weight"].shape[0] if "head.weight" in state else 0,
         global_pool="token" if has_cls and not fc_norm else "avg", embed_dim=width, depth=depth,
@@ -180,28 +207,36 @@ def _timm_kwargs(ckpt: Checkpoint, emb: Embedding, state, num_heads: Optional[in
         pre_norm="norm_pre.weight" in state, final_norm=fc_norm or "norm.weight" in state, fc_norm=fc_norm)
 
 
-def _timm(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int]) -> Rebuilt:
-    import timm
-    from timm.models.vision_transformer import VisionTransformer
-    image = (emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])
-    notes: list = []
+def _timm_model(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int],
+                image: Optional[Pair], notes: list) -> Tuple[nn.Module, str]:
+    timm = require("timm")
+    VisionTransformer = require("timm.models.vision_transformer").VisionTransformer
+    image = image or (emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])
     if arch is not None:
         if num_heads is not None:
             raise CheckpointError(f"--num-heads: {arch} has its own head count; give one or the other")
         classes = state["head.weight"].shape[0] if "head.weight" in state else 0
+        extra = {"in_chans": state["patch_embed.proj.weight"].shape[1]} if "patch_embed.proj.weight" in state else {}
         try:
-            model = timm.create_model(arch, pretrained=False, img_size=image, num_classes=classes)
+            model = timm.create_model(arch, pretrained=False, img_size=image, num_classes=classes, **extra)
         except (TypeError, ValueError, AssertionError) as exc:
             raise CheckpointError(f"timm {arch} cannot be built for image size {format_pair(image)}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
         built = f"timm {arch}(img_size={format_pair(image)}, num_classes={classes})"
     else:
-        kwargs = _timm_kwargs(ckpt, emb, state, num_heads, notes)
+        kwargs = _timm_kwargs(ckpt, emb, state, num_heads, notes, image)
         model = VisionTransformer(**kwargs)
         shown = {k: v for k, v in kwargs.items() if v not in (False, None, 0) or k == "num_classes"}
         built = f"timm VisionTransformer({', '.join(f'{k}={v}' for k, v in shown.items())})"
     if not hasattr(model, "set_input_size") or getattr(model, "pos_embed", None) is None:
         raise CheckpointError(f"{built} has no absolute position table to resize (not a ViT?); pass a timm ViT --arch")
+    return model, built
+
+
+def _timm(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int]) -> Rebuilt:
+    notes: list = []
+    model, built = _timm_model(ckpt, emb, state, arch, num_heads, None, notes)
+    image = (emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])
     _load(model, state, ckpt, built)
     model.eval()
     table = ckpt.get(emb.key)
@@ -219,8 +254,8 @@ def _timm(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_head
     return Rebuilt("timm", "; ".join([built] + notes), model, image, mean_std, resized)
 
 
-def rebuild(ckpt: Checkpoint, emb: Embedding, arch: Optional[str], num_heads: Optional[int]) -> Rebuilt:
-    """A torchvision or timm ViT that the checkpoint's weights load into strictly."""
+def library_for(ckpt: Checkpoint, emb: Embedding, arch: Optional[str]) -> str:
+    """'torchvision' or 'timm': --arch's library, else the table's family's."""
     if emb.patch is None:
         raise CheckpointError(f"{ckpt.path}: no patch-embedding weight beside {emb.name}; not a ViT state dict "
                               f"vitpe can run")
@@ -233,5 +268,23 @@ def rebuild(ckpt: Checkpoint, emb: Embedding, arch: Optional[str], num_heads: Op
         else:
             raise CheckpointError(f"{ckpt.path}: {emb.name} is a {emb.family} table; vitpe runs torchvision and "
                                   f"timm ViTs only (pass --arch for a checkpoint in their layout)")
+    return library
+
+
+def build_model(ckpt: Checkpoint, emb: Embedding, state, arch: Optional[str], num_heads: Optional[int],
+                image: Pair) -> Tuple[str, nn.Module, str]:
+    """(library, the model for image size `image` without the checkpoint's
+    weights, how it was built): the architecture rebuild() runs, at another
+    size (vitpe compare loads each resized table into it)."""
+    library = library_for(ckpt, emb, arch)
+    notes: list = []
+    make = _torchvision_model if library == "torchvision" else _timm_model
+    model, built = make(ckpt, emb, state, arch, num_heads, tuple(image), notes)
+    return library, model, "; ".join([built] + notes)
+
+
+def rebuild(ckpt: Checkpoint, emb: Embedding, arch: Optional[str], num_heads: Optional[int]) -> Rebuilt:
+    """A torchvision or timm ViT that the checkpoint's weights load into strictly."""
+    library = library_for(ckpt, emb, arch)
     state = model_state(ckpt, emb)
     return (_torchvision if library == "torchvision" else _timm)(ckpt, emb, state, arch, num_heads)

@@ -67,9 +67,13 @@ class Variant:
     @property
     def label(self) -> str:
         """'bicubic', 'bicubic+aa', 'bilinear+ac', or the profile's name: what
-        parse_variant (and `vitpe compare --modes`) reads back."""
+        parse_variant (and `vitpe compare --modes`) reads back. A profile
+        with overrides shows them: 'timm[mode=bilinear, antialias=False]'
+        (a library call, not a --modes name)."""
         if self.profile is not None:
-            return self.profile
+            given = [f"{name}={value}" for name, value in (("mode", self.mode), ("align_corners", self.align_corners),
+                                                           ("antialias", self.antialias)) if value is not None]
+            return f"{self.profile}[{', '.join(given)}]" if given else self.profile
         text = self.mode
         if self.align_corners:
             text += "+ac"
@@ -394,7 +398,7 @@ def _evaluate(model, loader, device, metric, expect_hw: Optional[Pair]):
     return correct_all, loss_sum / n, value
 
 
-def _check_fits(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], table_key: str) -> None:
+def check_fits(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], table_key: str) -> None:
     """Refuse, before any work, a checkpoint that cannot load strictly into
     the model for reasons other than the table's grid: the wrong
     architecture, not the wrong resolution."""
@@ -471,7 +475,11 @@ def compare_modes(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], l
             raise ValueError(f"image_size {image[0]}x{image[1]} but the model was built for "
                              f"{built_image[0]}x{built_image[1]}; build it at the new size")
         expect = image
-    _check_fits(model, state_dict, table_key)
+    check_fits(model, state_dict, table_key)
+    table = state_dict[table_key]
+    if not isinstance(table, torch.Tensor) or table.dim() not in (2, 3) or not table.is_floating_point():
+        raise ValueError(f"the state dict's {table_key} is not a floating-point (1, tokens, dim) table")
+    old = _old_grid(table.shape[-2], prefix, table_key, old_grid)
     model.to(device)
     was_training = model.training
     model.eval()
@@ -483,11 +491,13 @@ def compare_modes(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], l
                 _sync(device)
                 start = time.perf_counter()
                 # resized where the checkpoint lives, as a user resizes before loading (a CPU-only
-                # vitpe build cannot take CUDA tables); load_state_dict copies it to the model's device
-                state = resized_state_dict(model, state_dict, variant, key=table_key, new_grid=grid,
-                                           old_grid=old_grid)
+                # vitpe build cannot take CUDA tables); load_state_dict copies it to the model's device.
+                # resize_ms times the op call alone
+                new_table = variant.resize(table, grid, old, prefix)
                 _sync(device)
                 resize_ms = 1e3 * (time.perf_counter() - start)
+                state = {**state_dict, table_key: new_table}
+                del new_table
                 start = time.perf_counter()
                 try:
                     model.load_state_dict(state, strict=True)
@@ -500,7 +510,6 @@ def compare_modes(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], l
                     correct, loss, value = _evaluate(model, loader, device, metric, expect)
                 _sync(device)
                 eval_s = time.perf_counter() - start
-            old = _old_grid(state_dict[table_key].shape[-2], prefix, table_key, old_grid)
             row = ModeResult(variant.label, variant.description, old, grid, len(correct),
                              sum(correct) / len(correct), loss, value, resize_ms, eval_s, memory.bytes,
                              memory.kind, correct)
