@@ -153,9 +153,10 @@ def recorded_num_heads(obj) -> Optional[int]:
     return found.pop() if len(found) == 1 else None
 
 
-def num_heads_for(ckpt: Checkpoint, hidden: int, option: Optional[int]) -> Tuple[int, str]:
-    """(heads, where that number comes from): --num-heads, the checkpoint, or
-    an assumption that says so."""
+def known_num_heads(ckpt: Checkpoint, hidden: int, option: Optional[int]) -> Optional[Tuple[int, str]]:
+    """(heads, where that number comes from) when it is known: --num-heads
+    (checked against the width), else a count the checkpoint records; None
+    where only an assumption is left (each command makes its own)."""
     if option is not None:
         if option < 1 or hidden % option:
             raise CheckpointError(f"--num-heads {option} does not divide the model width {hidden}")
@@ -163,6 +164,15 @@ def num_heads_for(ckpt: Checkpoint, hidden: int, option: Optional[int]) -> Tuple
     recorded = recorded_num_heads(ckpt.obj)
     if recorded is not None and hidden % recorded == 0:
         return recorded, "recorded in the checkpoint"
+    return None
+
+
+def num_heads_for(ckpt: Checkpoint, hidden: int, option: Optional[int]) -> Tuple[int, str]:
+    """(heads, where that number comes from): --num-heads, the checkpoint, or
+    an assumption that says so."""
+    known = known_num_heads(ckpt, hidden, option)
+    if known is not None:
+        return known
     if hidden in TORCHVISION_HEADS:
         return TORCHVISION_HEADS[hidden], (f"assumed: torchvision's for width {hidden}, not recorded in the "
                                            f"checkpoint; pass --num-heads if it differs")

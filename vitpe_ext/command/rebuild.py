@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .checkpoint import FAMILY_BY_NAME, Checkpoint, CheckpointError, Embedding, Pair, format_pair
-from .demo import recorded_num_heads
+from .demo import known_num_heads
 from .resizing import Method
 
 # standard head counts by width: torchvision vit_b/l/h; timm/DeiT tiny, small, base, large, huge, giant
@@ -88,14 +88,12 @@ def model_state(ckpt: Checkpoint, emb: Embedding) -> Dict[str, torch.Tensor]:
 
 
 def _heads(ckpt: Checkpoint, width: int, option: Optional[int], notes: list) -> int:
-    if option is not None:
-        if option < 1 or width % option:
-            raise CheckpointError(f"--num-heads {option} does not divide the model width {width}")
-        return option
-    recorded = recorded_num_heads(ckpt.obj)
-    if recorded is not None and width % recorded == 0:
-        notes.append(f"{recorded} heads (recorded in the checkpoint)")
-        return recorded
+    known = known_num_heads(ckpt, width, option)
+    if known is not None:
+        heads, source = known
+        if option is None:
+            notes.append(f"{heads} heads ({source})")
+        return heads
     if width in STANDARD_HEADS:
         notes.append(f"{STANDARD_HEADS[width]} heads (assumed: the standard count for width {width}; "
                      f"--num-heads if it differs)")
