@@ -424,19 +424,20 @@ std::shared_ptr<const vitpe_plan> get_plan(const vitpe_axis& h, const vitpe_axis
 
 // A new contiguous tensor of `sizes` on like's device, of like's dtype unless
 // `dtype` is given (an aoti_torch_dtype_* code). aoti_torch_empty_strided
-// calls at::empty_strided directly; torch::stable::new_empty (as the 2.10+
-// headers define it) goes through the boxed dispatcher by the op's name, a
-// schema lookup and boxing per call that cost ~1 us of host time per
-// allocation (and an op call makes one or two).
+// calls at::empty_strided directly, and reports an allocator failure as an
+// error code; torch::stable::new_empty (as the 2.10+ headers define it) goes
+// through the boxed dispatcher by the op's name (a schema lookup and boxing
+// on every call) and on torch 2.11 ends the process when CUDA memory runs out.
 Tensor new_tensor(const Tensor& like, const std::vector<int64_t>& sizes, std::optional<int32_t> dtype = std::nullopt) {
+  int32_t code = dtype.value_or(0), device_type = 0, device_index = 0;
+  if ((!dtype && aoti_torch_get_dtype(like.get(), &code) != AOTI_TORCH_SUCCESS) ||
+      aoti_torch_get_device_type(like.get(), &device_type) != AOTI_TORCH_SUCCESS ||
+      aoti_torch_get_device_index(like.get(), &device_index) != AOTI_TORCH_SUCCESS)
+    throw std::runtime_error("could not read the tensor's dtype and device");
   std::vector<int64_t> strides(sizes.size(), 1);
   for (size_t d = sizes.size(); d-- > 1;) strides[d - 1] = strides[d] * std::max<int64_t>(sizes[d], 1);
-  int32_t code = 0, device_type = 0, device_index = 0;
   AtenTensorHandle handle = nullptr;
-  if ((dtype ? (code = *dtype, AOTI_TORCH_SUCCESS) : aoti_torch_get_dtype(like.get(), &code)) != AOTI_TORCH_SUCCESS ||
-      aoti_torch_get_device_type(like.get(), &device_type) != AOTI_TORCH_SUCCESS ||
-      aoti_torch_get_device_index(like.get(), &device_index) != AOTI_TORCH_SUCCESS ||
-      aoti_torch_empty_strided(static_cast<int64_t>(sizes.size()), sizes.data(), strides.data(), code,
+  if (aoti_torch_empty_strided(static_cast<int64_t>(sizes.size()), sizes.data(), strides.data(), code,
                                device_type, device_index, &handle) != AOTI_TORCH_SUCCESS ||
       handle == nullptr)
     throw std::runtime_error("out of memory");
