@@ -9,9 +9,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# Test/CLI extras: timm (drop-in tests), safetensors (checkpoints), matplotlib (plots).
+# Test/CLI extras: timm and transformers (drop-in tests), safetensors (checkpoints),
+# matplotlib (plots), onnx/onnxscript/onnxruntime (ONNX export).
 DEPS   := torch==2.14.1 torchvision==0.29.1 numpy pillow pytest ninja setuptools wheel \
-          timm==1.0.31 safetensors matplotlib scipy scikit-learn
+          timm==1.0.31 safetensors matplotlib scipy scikit-learn \
+          transformers==5.24.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
 
 .PHONY: all setup build test ctest demo bench experiment clean
 all: test
