@@ -16,6 +16,13 @@ in-place edits, load_state_dict (in-place copy or assign=True) and .to()
 all change one of them, and the cache is dropped. The one write it cannot
 see is through `.data` (param.data.add_(...)): `.data` has its own version
 counter. Call clear() after such an edit.
+
+Nor can it see FSDP (fully_shard, and FSDP1): the table a sharded model's
+forward sees is the all-gathered parameter, rewritten in place each
+forward with its version counter deliberately kept (torch's
+_fsdp_collectives.py) and often at the same address, while optimizer
+steps and checkpoint loads change only the shards. A table owned by an
+FSDP-managed module is therefore never cached.
 """
 from __future__ import annotations
 
@@ -75,18 +82,22 @@ class PosEmbedResizer:
         """Through the op, every time (autograd follows)."""
         return interpolate_pos_embed(table, new_size, self.old_size, self.num_prefix_tokens, **self.settings)
 
-    def _cacheable(self, table: torch.Tensor) -> bool:
+    def _cacheable(self, table: torch.Tensor, owner: Optional[nn.Module]) -> bool:
         if not self.cache or (torch.is_grad_enabled() and table.requires_grad):
             return False
+        if getattr(owner, "_is_fsdp_managed_module", False):
+            return False  # FSDP refills the table in place unseen (module doc); torch marks the modules
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return False  # a cached constant would be baked into the graph
         return not table.is_inference()  # inference tensors have no version counter
 
-    def __call__(self, table: torch.Tensor, new_size) -> torch.Tensor:
+    def __call__(self, table: torch.Tensor, new_size, owner: Optional[nn.Module] = None) -> torch.Tensor:
+        """The table resized to new_size; owner: the module the table is a
+        parameter of (an FSDP-managed one is never cached)."""
         new_size = _grid(new_size, "new_size")
         if new_size == self.old_size:
             return table  # what the model adds at its native size: the parameter itself
-        if not self._cacheable(table):
+        if not self._cacheable(table, owner):
             return self.resize(table, new_size)
         stamp = (table.data_ptr(), table._version, tuple(table.shape), table.stride())
         if self._stamp is None or self._stamp[0]() is not table or self._stamp[1:] != stamp:
@@ -139,7 +150,7 @@ class DynamicPosEmbed(nn.Module):
                                        cache=cache, max_entries=max_entries)
 
     def forward(self, grid_size=None) -> torch.Tensor:
-        return self.resizer(self.pos_embed, self.grid_size if grid_size is None else grid_size)
+        return self.resizer(self.pos_embed, self.grid_size if grid_size is None else grid_size, self)
 
     def clear_cache(self) -> None:
         """Drop the cached tables (needed only after a write through .data)."""

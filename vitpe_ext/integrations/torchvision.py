@@ -174,7 +174,7 @@ def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
     n = x.shape[0]
     x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
     encoder = self.encoder
-    x = x + self._vitpe_resizer(encoder.pos_embedding, grid)
+    x = x + self._vitpe_resizer(encoder.pos_embedding, grid, encoder)
     x = encoder.ln(encoder.layers(encoder.dropout(x)))
     return self.heads(x[:, 0])
 
