@@ -3,7 +3,8 @@
     cli.py          argument parsing, resize / inspect / plot, exit codes
     checkpoint.py   loading without running code, finding the table, saving
     resizing.py     how a table is resized, and the plan of a checkpoint's changes
-    atomic.py       atomic output files, signal cleanup, stale temp files
+    atomic.py       atomic output files and folders, signal cleanup, stale temp files
+    hf_folder.py    resize/inspect of a Hugging Face model folder (hf_config.py: its config.json)
     plot.py         similarity maps and histograms
     demo.py         `vitpe demo`: every mode against an exact answer
     bench.py        `vitpe bench`: verify, then time, against the anchors

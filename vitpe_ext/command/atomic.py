@@ -7,7 +7,11 @@ either the old OUT or the new one. The temporary file is created with mode
 0666 minus the umask (what `cp` gives a new file); replacing a file keeps that
 file's mode (and owner/group where permitted).
 
-Temporary files are named `.<OUT>.<pid>-<start>-<boot>-<random>.vitpe-tmp`:
+write_folder_atomic() does the same for a folder OUT (a Hugging Face model
+folder): it is built in a temporary folder beside OUT and moved into place
+when complete, so OUT is never seen half-written.
+
+Temporary files (and folders) are named `.<OUT>.<pid>-<start>-<boot>-<random>.vitpe-tmp`:
 the writer's PID, its start time (clock ticks since boot, /proc/PID/stat) and
 the boot id. A SIGKILL cannot be caught, so a later run can prove such a file
 stale -- written in an earlier boot, or by a PID that no longer runs or now
@@ -17,10 +21,12 @@ belongs to a process started at another time -- and remove it
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import re
 import secrets
+import shutil
 import signal
 import stat
 from contextlib import contextmanager, suppress
@@ -114,17 +120,20 @@ def sweep_stale_temps(folder) -> List[str]:
             mine = entry.stat(follow_symlinks=False).st_uid == os.getuid()
         except OSError:
             continue
-        if state == "stale" and mine and entry.is_file(follow_symlinks=False):
+        is_folder = entry.is_dir(follow_symlinks=False)  # write_folder_atomic's; never a link followed
+        what = "folder" if is_folder else "file"
+        if state == "stale" and mine and (is_folder or entry.is_file(follow_symlinks=False)):
             try:
-                os.unlink(path)
+                shutil.rmtree(path) if is_folder else os.unlink(path)
             except OSError as exc:
-                notes.append(f"{path}: stale temporary file of a killed vitpe run; cannot remove it ({exc.strerror})")
+                notes.append(f"{path}: stale temporary {what} of a killed vitpe run; cannot remove it "
+                             f"({exc.strerror})")
             else:
                 pid = _TMP_NAME.search(entry.name).group(1)
-                notes.append(f"removed {path}: temporary file of vitpe process {pid}, which ended without "
+                notes.append(f"removed {path}: temporary {what} of vitpe process {pid}, which ended without "
                              f"finishing it (killed?)")
         else:
-            notes.append(f"{path}: temporary file of an interrupted vitpe run, left in place (cannot tell "
+            notes.append(f"{path}: temporary {what} of an interrupted vitpe run, left in place (cannot tell "
                          f"whether its writer is gone); delete it when no vitpe writes to this folder")
     return notes
 
@@ -289,3 +298,109 @@ def write_atomic(out_path, write: Callable[[Any], None], overwrite: bool = False
         raise
     finally:
         _live_temps.discard(tmp)
+
+
+# -- writing a folder ------------------------------------------------------------
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2  # renameat2(2) flags (linux/fs.h)
+_AT_FDCWD = -100
+
+
+def _renameat2(src: str, dst: str, flags: int) -> bool:
+    """renameat2(src, dst, flags); False where the C library or the file
+    system lacks it (the caller falls back to plain renames). Python's os has
+    no renameat2; glibc has had it since 2.28."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    func.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    if func(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), dst)
+
+
+def check_output_folder(path, overwrite: bool, exists_hint: str = "pass --force to replace it",
+                        need_folder: bool = True) -> bool:
+    """Refuse a folder OUT that must not be written; True when OUT exists
+    (a real folder, replaced only with overwrite)."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if need_folder and not path.parent.is_dir():
+            raise OutputError(f"{path.parent}: no such directory for the output") from None
+        return False
+    except OSError as exc:
+        raise OutputError(f"{path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputError(f"{path}: is a symbolic link (to {os.readlink(path)}); vitpe does not write through "
+                          f"links: give the path of the folder itself, or remove the link")
+    if not stat.S_ISDIR(st.st_mode):
+        raise OutputError(f"{path}: exists and is not a folder; the output is a folder: give another name "
+                          f"(vitpe does not replace a file with a folder, not even with --force)")
+    if not overwrite:
+        raise OutputError(f"{path}: exists; {exists_hint}")
+    return True
+
+
+def write_folder_atomic(out_path, fill: Callable[[Path], None], overwrite: bool = False,
+                        exists_hint: str = "pass --force to replace it") -> None:
+    """Build the folder OUT through fill(folder) in a temporary folder beside
+    it, then move it into place. Raises OutputError (one line) when OUT must
+    not or cannot be written; any other exception of fill() passes through.
+    On every failure the temporary folder is gone and OUT is as it was.
+
+    A new OUT appears by one rename that refuses an OUT created meanwhile.
+    With overwrite, an existing OUT is exchanged with the new folder in one
+    step (renameat2 RENAME_EXCHANGE) and then removed, so OUT never goes
+    missing; where the system cannot exchange, OUT is renamed aside first
+    (a crash between the two renames leaves both folders as temporary ones,
+    which the next run reports)."""
+    out = Path(out_path)
+    existed = check_output_folder(out, overwrite, exists_hint)
+    tmp = out.parent / _temp_name(out.name)
+    old = None  # after the exchange: the replaced OUT, to remove
+    moving = False  # fill() is done; OUT is being put in place
+    try:
+        try:
+            os.mkdir(tmp)
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot create a folder in {out.parent} ({exc.strerror})") from None
+        fill(tmp)
+        _fsync_folder(str(tmp))
+        moving = True
+        if existed:
+            check_output_folder(out, True)  # OUT may have turned into a link or a file while we wrote
+            if _renameat2(str(tmp), str(out), _RENAME_EXCHANGE):
+                old = tmp
+            else:
+                aside = out.parent / _temp_name(out.name)
+                os.rename(out, aside)
+                try:
+                    os.rename(tmp, out)
+                except BaseException:
+                    with suppress(OSError):
+                        os.rename(aside, out)  # put OUT back
+                    raise
+                old = aside
+        elif not _renameat2(str(tmp), str(out), _RENAME_NOREPLACE):
+            check_output_folder(out, False, exists_hint)  # no renameat2 here: check, then rename
+            os.rename(tmp, out)
+        _fsync_folder(str(out.parent))
+    except BaseException as exc:
+        if old is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if _signalled is not None and not isinstance(exc, Interrupted):
+            raise Interrupted(_signalled) from None
+        if moving and isinstance(exc, OSError) and exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise OutputError(f"{out}: exists (created while vitpe wrote); {exists_hint}") from None
+        if isinstance(exc, OSError) and old is None:
+            state = "left as it was" if existed else "not created"
+            raise OutputError(f"{out}: write failed: {_why(exc)}; {out.name} {state}") from None
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # the replaced OUT; a leftover is reported by the next sweep

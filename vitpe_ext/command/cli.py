@@ -31,7 +31,7 @@ from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embed
                          nonfinite_summary, output_format, parse_pair, save_checkpoint, select_keys)
 from ..integrations.provenance import RECORD_KEY
 from .records import describe_record, method_from_record, mismatch_warning, step_for, store_records, table_record
-from .resizing import Method, plan_patch, plan_resize
+from .resizing import Method, method_from_args, method_given, plan_patch, plan_resize
 
 USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
 
@@ -80,23 +80,6 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
                        help=f"{_modes_taking('antialias')}: Pillow-style antialiased kernel")
     group.add_argument("--sincos", action="store_true",
                        help="fixed sin-cos table (MAE): regenerate it exactly at the new grid instead of interpolating")
-
-
-def _method_given(args) -> bool:
-    return bool(args.sincos or args.profile or args.mode is not None or args.align_corners is not None
-                or args.antialias is not None)
-
-
-def method_from_args(args, emb: Embedding) -> Method:
-    explicit = args.mode is not None or args.align_corners is not None or args.antialias is not None
-    if args.sincos:
-        if explicit or args.profile:
-            raise CheckpointError("--sincos regenerates the table; it takes no --profile/--mode/--align-corners/--antialias")
-        return Method(sincos=True)
-    profile = args.profile if (args.profile or explicit) else emb.profile
-    method = Method(profile=profile, mode=args.mode, align_corners=args.align_corners, antialias=args.antialias)
-    method.resolved()  # a contradiction with the profile fails here, before any work
-    return method
 
 
 def _load_tables(path, args, strict_single: bool = True, patch_from_args: bool = True):
@@ -156,7 +139,7 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
         emb = replace(emb, patch=emb.patch or new_patch)
         record = table_record(ckpt, emb, lambda line: _note("resize", line))
         method, as_recorded = method_from_args(args, emb), ""
-        if record is not None and not _method_given(args) and method_from_record(record) is not None:
+        if record is not None and not method_given(args) and method_from_record(record) is not None:
             method, as_recorded = method_from_record(record), " (as its resize record says)"
         layout = (f"prefix {emb.prefix_tokens}, patch {format_pair(new_patch)}, {emb.dtype}".replace("torch.", "")
                   + f", family {emb.family}")
@@ -308,6 +291,9 @@ def cmd_resize(args) -> int:
         return 2
     src, out = Path(args.input), Path(args.output)
     if src.is_dir():
+        from .hf_folder import is_model_folder, resize_model_folder
+        if is_model_folder(src):  # config.json + save_pretrained's weights: a new model folder
+            return resize_model_folder(src, out, args)
         return resize_dir(src, out, args)
     resize_file(src, out, args)
     return 0
@@ -353,7 +339,12 @@ def inspect_rows(ckpt: Checkpoint, embs: List[Embedding]):
 
 
 def cmd_inspect(args) -> int:
-    ckpt, embs = _load_tables(Path(args.checkpoint), args, strict_single=False)
+    from .hf_folder import inspect_model_folder, is_model_folder
+    path = Path(args.checkpoint)
+    if is_model_folder(path):
+        ckpt, embs = inspect_model_folder(path, args)  # the layout from config.json
+    else:
+        ckpt, embs = _load_tables(path, args, strict_single=False)
     header, rows, problems = inspect_rows(ckpt, embs)
     print(f"{ckpt.path} ({ckpt.format}, {sum(1 for _ in ckpt.items())} tensors)")
     print(_table_rows(header, rows))
@@ -431,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Resize the position-embedding table(s) of a checkpoint (or of every "
                                    "checkpoint in a directory) for a new image size. Every other entry is "
                                    "copied bit for bit; OUT is written atomically.")
-    p.add_argument("input", metavar="IN", help="checkpoint file, or a directory of checkpoints")
+    p.add_argument("input", metavar="IN", help="checkpoint file, a directory of checkpoints, or a Hugging Face "
+                                               "model folder (config.json + weights: OUT is a new model folder)")
     p.add_argument("output", metavar="OUT", help="output file (a directory when IN is one)")
     p.add_argument("--image-size", type=_pair_arg("--image-size"), metavar="S|HxW",
                    help="new image size in pixels, e.g. 384 or 512x384 (height x width); without it, "

@@ -115,6 +115,27 @@ class Method:
             raise CheckpointError(f"resizing to grid {format_pair(new_grid)} failed: {text}") from None
 
 
+def method_given(args) -> bool:
+    """Whether `vitpe resize`'s command line names a method; without one, a
+    table's resize record (or else its family's profile) decides."""
+    return bool(args.sincos or args.profile or args.mode is not None or args.align_corners is not None
+                or args.antialias is not None)
+
+
+def method_from_args(args, emb: Embedding) -> Method:
+    """The Method `vitpe resize`'s --profile/--mode/--align-corners/--antialias/
+    --sincos name, emb's family profile where none is given."""
+    explicit = args.mode is not None or args.align_corners is not None or args.antialias is not None
+    if args.sincos:
+        if explicit or args.profile:
+            raise CheckpointError("--sincos regenerates the table; it takes no --profile/--mode/--align-corners/--antialias")
+        return Method(sincos=True)
+    profile = args.profile if (args.profile or explicit) else emb.profile
+    method = Method(profile=profile, mode=args.mode, align_corners=args.align_corners, antialias=args.antialias)
+    method.resolved()  # a contradiction with the profile fails here, before any work
+    return method
+
+
 def check_sincos(table: torch.Tensor, old_grid: Pair, prefix: int) -> str:
     """The sin-cos variant of the table's grid part; refuses a learned table."""
     from ..integrations.sincos import match_sincos
