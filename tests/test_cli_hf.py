@@ -236,6 +236,18 @@ def test_patch_and_image_size_together_non_square_vit(tmp_path, capsys):
     assert features(load(out, "vit"), "vit", pixels(48, 64), False).shape[1] == 1 + 3 * 4
 
 
+def test_patch_size_refused_for_a_masked_image_modeling_head(tmp_path, capsys):
+    torch.manual_seed(0)
+    folder = tmp_path / "mim"
+    transformers.ViTForMaskedImageModeling(transformers.ViTConfig(**SMALL, encoder_stride=8)).save_pretrained(folder)
+    out = tmp_path / "out"
+    code, _, err = run(["resize", folder, out, "--patch-size", "4"], capsys)
+    assert_one_line_error(code, err, "a ViTForMaskedImageModeling decodes encoder_stride x encoder_stride pixels "
+                          "per token and needs encoder_stride == patch_size")
+    assert_no_output(out)
+    assert run(["resize", folder, out, "--image-size", "48"], capsys)[0] == 0  # a new image size is fine
+
+
 def test_patch_size_not_dividing_the_image_is_refused(tmp_path, capsys):
     _, folder = make_model(tmp_path, "vit")
     out = tmp_path / "out"
@@ -287,6 +299,45 @@ def test_pytorch_model_bin_and_safetensors_both_resized(tmp_path, capsys):
                                atol=2e-5, rtol=1e-5)
     records = read_provenance(torch.load(out / "pytorch_model.bin", weights_only=True))
     assert records["embeddings.position_embeddings"].last.new_grid == (6, 6)
+
+
+def test_sharded_pytorch_model_bin(tmp_path, capsys):
+    model, folder = make_model(tmp_path, "deit")
+    os.remove(folder / "model.safetensors")
+    state = model.state_dict()
+    names = list(state)
+    halves = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2],
+              "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    for name, keys in halves.items():
+        torch.save({k: state[k] for k in keys}, folder / name)
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+             "weight_map": {k: name for name, keys in halves.items() for k in keys}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    out = tmp_path / "out"
+    code, stdout, err = run(["resize", folder, out, "--image-size", "48"], capsys)
+    assert code == 0, err
+    x = pixels(48, 48)
+    torch.testing.assert_close(features(load(out, "deit"), "deit", x, False), features(model, "deit", x, True),
+                               atol=2e-5, rtol=1e-5)
+    grown = (6 * 6 - 4 * 4) * 32 * 4  # 20 more float32 tokens of 32; nothing else changes size
+    new_index = json.loads((out / "pytorch_model.bin.index.json").read_text())
+    assert new_index["metadata"]["total_size"] == index["metadata"]["total_size"] + grown
+
+
+def test_a_hub_cache_snapshot_of_links_is_read_through_them(tmp_path, capsys):
+    model, folder = make_model(tmp_path, "vit")
+    (folder / "README.md").write_text("readme")
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for path in folder.iterdir():
+        (snapshot / path.name).symlink_to(path)
+    out = tmp_path / "out"
+    code, _, err = run(["resize", snapshot, out, "--image-size", "48"], capsys)
+    assert code == 0, err
+    assert not any(p.is_symlink() for p in out.iterdir()) and (out / "README.md").read_text() == "readme"
+    x = pixels(48, 48)
+    torch.testing.assert_close(features(load(out, "vit"), "vit", x, False), features(model, "vit", x, True),
+                               atol=2e-5, rtol=1e-5)
 
 
 def test_a_resized_folder_resized_again_keeps_the_chain(tmp_path, capsys):

@@ -114,6 +114,11 @@ class ModelConfig:
             what = (f"an image {format_pair(image)}" if image[0] != image[1] else f"a patch {format_pair(patch)}")
             raise CheckpointError(f"{self.path}: {given} gives {what}, but a transformers {self.type.name} model "
                                   f"runs only square sizes ({self.type.square_only}); choose a square size")
+        masked = [a for a in self.data.get("architectures") or [] if "MaskedImageModeling" in str(a)]
+        if masked and patch != self.patch:
+            raise CheckpointError(f"{self.path}: a {masked[0]} decodes encoder_stride x encoder_stride pixels per "
+                                  f"token and needs encoder_stride == patch_size; a new patch size breaks its "
+                                  f"decoder: change the patch of the encoder alone (save its base model first)")
 
     def updated(self, image: Pair, patch: Pair) -> Tuple[Dict[str, Any], List[str]]:
         """config.json's contents for a table at image/patch, and a line per change."""
