@@ -5,6 +5,8 @@
     profiles.py      libraries' conventions, as data
     function.py      the public function: argument types, defaults, profiles resolved
     reference.py     the anchors' recipe in plain PyTorch, the op's executable spec
+    onnx_export.py   the op as standard ONNX ops, for torch.onnx.export (imports onnxscript)
+    onnx_hook.py     registers that translation once torch's exporter is imported
 
 This wing imports nothing from vitpe_ext.integrations or vitpe_ext.command;
 they build on it (tests/test_import_graph.py holds the direction).
@@ -14,6 +16,9 @@ from .function import interpolate_pos_embed, resolve
 from .modes import DEFAULT_MODE, MODES, ModeInfo, mode_info
 from .profiles import PROFILES, Profile, get_profile
 from .registration import check_call
+from . import onnx_hook
+
+onnx_hook.install()  # torch.onnx.export translates the op without an extra import
 
 __all__ = ["interpolate_pos_embed", "resolve", "check_call", "MODES", "DEFAULT_MODE", "ModeInfo", "mode_info",
            "PROFILES", "Profile", "get_profile"]
