@@ -302,6 +302,7 @@ def _export_error(module, args, **kwargs):
     while cause is not None and not isinstance(cause, OnnxExportError):
         cause = cause.__cause__ or cause.__context__
     assert cause is not None, f"no OnnxExportError behind {info.value!r}"
+    assert str(cause) in str(info.value), "torch's error summary does not show vitpe's message"
     return str(cause)
 
 
@@ -396,6 +397,17 @@ def test_custom_translation_table_without_registration(monkeypatch):
     monkeypatch.setattr(torchlib, "_registry", tuple(torchlib._registry))
     with pytest.warns(RuntimeWarning, match=r"pass custom_translation_table=vitpe_ext.onnx.translation_table\(\)"):
         assert vitpe_ext.onnx.register() is False
+
+
+def test_install_registers_at_once_when_the_exporter_is_loaded(monkeypatch):
+    import torch.onnx._internal.exporter._compat  # noqa: F401  (what torch.onnx.export loads first)
+    from torch.onnx._internal.exporter._torchlib import _torchlib_registry as torchlib
+    from vitpe_ext.op import onnx_hook
+    others = [e for e in torchlib._registry if e.onnx_function is not onnx_export.interpolate_pos_embed_onnx]
+    monkeypatch.setattr(torchlib, "_registry", list(others))
+    onnx_hook.install()  # the exporter is loaded in this process: no finder, the entry now
+    assert [e.fx_target for e in torchlib._registry[len(others):]] == [torch.ops.vitpe.interpolate_pos_embed.default]
+    assert not any(isinstance(f, onnx_hook._AfterExporterImport) for f in sys.meta_path)
 
 
 class Bicubic(torch.nn.Module):
