@@ -41,10 +41,16 @@ __all__ = ["DynamicPosEmbed", "PosEmbedResizer"]
 def _grid(size, name) -> Tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
-    size = tuple(int(s) for s in size)
+    # int() would specialise a size traced as a symbol (torch.export) to its example value
+    size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size)
     if len(size) != 2:
         raise ValueError(f"{name} must be an int or two ints (height, width), got {size!r}")
     return size
+
+
+def _traced(size) -> bool:
+    # dynamo shows a traced size to Python code as an int, hence is_compiling()
+    return torch.compiler.is_compiling() or any(isinstance(s, torch.SymInt) for s in size)
 
 
 class PosEmbedResizer:
@@ -78,6 +84,14 @@ class PosEmbedResizer:
         self._entries.clear()
         self._stamp = None
 
+    def scripted_settings(self) -> tuple:
+        """The settings as vitpe_ext.op.function.interpolate_resolved takes
+        them after the sizes: for TorchScript callers, which cannot read a
+        profile."""
+        p = resolve(self.settings["profile"], self.settings["mode"], self.settings["align_corners"],
+                    self.settings["antialias"])
+        return (p.mode, p.align_corners, p.antialias, p.compute_dtype, p.scale_offset, p.cast_prefix)
+
     def resize(self, table: torch.Tensor, new_size) -> torch.Tensor:
         """Through the op, every time (autograd follows)."""
         return interpolate_pos_embed(table, new_size, self.old_size, self.num_prefix_tokens, **self.settings)
@@ -95,6 +109,11 @@ class PosEmbedResizer:
         """The table resized to new_size; owner: the module the table is a
         parameter of (an FSDP-managed one is never cached)."""
         new_size = _grid(new_size, "new_size")
+        if _traced(new_size):
+            # No branch on the size: it would guard a compiled or exported
+            # program against one side (the native grid or the others). The op
+            # leaves a finite table unchanged on its own grid.
+            return self.resize(table, new_size)
         if new_size == self.old_size:
             return table  # what the model adds at its native size: the parameter itself
         if not self._cacheable(table, owner):

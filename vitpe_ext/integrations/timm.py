@@ -73,13 +73,18 @@ def resample_abs_pos_embed(
                                  interpolation, antialias, align_corners)
     else:
         # The "timm" profile: float32 compute, cast back, prefix not cast.
-        out = interpolate_pos_embed(posemb, (int(new_size[0]), int(new_size[1])), (int(grid[0]), int(grid[1])),
+        out = interpolate_pos_embed(posemb, (_int(new_size[0]), _int(new_size[1])), (_int(grid[0]), _int(grid[1])),
                                     num_prefix_tokens, mode=interpolation, align_corners=align_corners,
                                     antialias=antialias, profile="timm")
     if not torch.jit.is_scripting() and verbose:
         shown = tuple(grid) if old_size is None else old_size  # as timm logs it
         _logger.info(f"Resized position embedding: {shown} to {new_size}.")
     return out
+
+
+def _int(size):
+    # int() would specialise a size traced as a symbol (torch.export) to its example value
+    return size if isinstance(size, torch.SymInt) else int(size)
 
 
 def _resample_scripted(posemb: torch.Tensor, new_size: List[int], old_size: List[int], num_prefix_tokens: int,

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..op import PROFILES, interpolate_pos_embed
+from ..op.function import interpolate_resolved
 from ._patching import Patcher, PatchHandle
 from .dynamic import PosEmbedResizer
 from .provenance import Provenance, ResizeStep, find_record, read_provenance, warn_mismatch
@@ -147,21 +148,24 @@ _patcher = Patcher(_restore)
 
 # -- make_dynamic: any input resolution --------------------------------------------
 
-def _dynamic_process_input(self, x: torch.Tensor) -> torch.Tensor:
-    """torchvision's _process_input without the image-size asserts, padding
-    bottom/right to a patch multiple when asked (timm's dynamic_img_pad)."""
-    n, c, h, w = x.shape
-    p = self.patch_size
-    if self._vitpe_pad:
+def _pad_to_patch(x: torch.Tensor, p: int, pad: bool) -> torch.Tensor:
+    """x padded bottom/right to a multiple of the patch size p (pad=True,
+    timm's dynamic_img_pad), or checked to be one."""
+    h, w = x.shape[-2], x.shape[-1]
+    if pad:
         pad_h, pad_w = (p - h % p) % p, (p - w % p) % p
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-            h, w = h + pad_h, w + pad_w
     elif h % p or w % p:
         raise ValueError(f"input {h}x{w} is not a multiple of the patch size {p}; "
                          f"crop/resize it, or make_dynamic(model, pad=True)")
-    x = self.conv_proj(x)  # (n, hidden_dim, h/p, w/p)
-    return x.reshape(n, self.hidden_dim, (h // p) * (w // p)).permute(0, 2, 1)
+    return x
+
+
+def _dynamic_process_input(self, x: torch.Tensor) -> torch.Tensor:
+    """torchvision's _process_input without the image-size asserts."""
+    x = self.conv_proj(_pad_to_patch(x, self.patch_size, self._vitpe_pad))  # (n, hidden_dim, h/p, w/p)
+    return x.flatten(2).permute(0, 2, 1)
 
 
 def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -170,11 +174,24 @@ def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
     p = self.patch_size
     h, w = x.shape[-2:]
     grid = (-(-h // p), -(-w // p)) if self._vitpe_pad else (h // p, w // p)
-    x = self._process_input(x)
+    if torch.jit.is_scripting():  # the compiler would call the class's _process_input (its size asserts)
+        x = self.conv_proj(_pad_to_patch(x, p, self._vitpe_pad)).flatten(2).permute(0, 2, 1)
+    else:
+        x = self._process_input(x)
     n = x.shape[0]
     x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
     encoder = self.encoder
-    x = x + self._vitpe_resizer(encoder.pos_embedding, grid, encoder)
+    if torch.jit.is_scripting():  # the resizer (a cache) is Python; the compiler gets its settings
+        native = self._vitpe_grid
+        if grid[0] == native and grid[1] == native:
+            table = encoder.pos_embedding
+        else:
+            mode, align_corners, antialias, compute_dtype, scale_offset, cast_prefix = self._vitpe_scripted
+            table = interpolate_resolved(encoder.pos_embedding, [grid[0], grid[1]], [native, native], 1, mode,
+                                         align_corners, antialias, compute_dtype, scale_offset, cast_prefix)
+    else:
+        table = self._vitpe_resizer(encoder.pos_embedding, grid, encoder)
+    x = x + table
     x = encoder.ln(encoder.layers(encoder.dropout(x)))
     return self.heads(x[:, 0])
 
@@ -267,6 +284,8 @@ def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvis
     model._vitpe_pad = bool(pad)
     model._vitpe_resizer = PosEmbedResizer((grid, grid), 1, profile=profile, mode=mode,
                                            align_corners=align_corners, antialias=antialias, cache=cache)
+    model._vitpe_grid = grid  # these two for torch.jit.script, which compiles the forward below
+    model._vitpe_scripted = model._vitpe_resizer.scripted_settings()
     model._process_input = types.MethodType(_dynamic_process_input, model)
     model.forward = types.MethodType(_dynamic_forward, model)
     model.clear_cache = types.MethodType(_clear_cache, model)

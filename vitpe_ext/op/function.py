@@ -145,7 +145,18 @@ def _interpolate_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix
         side = int(round(max(grid_tokens, 0) ** 0.5))
         old_size = [side, side]  # the op validates side*side == grid_tokens
     old_size = _pair(old_size, "old_size")
-    if [int(s) for s in new_size] == [int(s) for s in old_size]:
+    narrowing = (prof.compute_dtype is not None and pos_embed.dtype.is_floating_point
+                 and torch.finfo(prof.compute_dtype).bits < torch.finfo(pos_embed.dtype).bits)
+    # Dynamo shows a traced size to this code as an int, hence is_compiling().
+    traced = torch.compiler.is_compiling() or any(isinstance(s, torch.SymInt) for s in (*new_size, *old_size))
+    if traced and prof.scale_offset is None and not narrowing:
+        # Sizes traced as symbols (torch.export, torch.compile(dynamic=True)):
+        # a branch on them would specialise the program to the example size or
+        # guard it against the table's own grid. None is needed: on an
+        # unchanged grid the op returns a finite table unchanged, and so does a
+        # widening cast and back (a NaN spreads in bicubic, as F.interpolate).
+        pass
+    elif [int(s) for s in new_size] == [int(s) for s in old_size]:
         # Every library returns the table itself when the grid does not
         # change; DINOv2's offset mapping and timm's float32 round trip
         # would otherwise alter it.
@@ -166,7 +177,6 @@ def _interpolate_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix
                        prof.antialias, scale_factor, None)
     if out.dtype != orig_dtype:
         out = out.to(orig_dtype)
-        narrowing = torch.finfo(prof.compute_dtype).bits < torch.finfo(orig_dtype).bits
         if num_prefix_tokens and narrowing and not prof.cast_prefix:
             # The libraries split the prefix off before casting, so a narrowing
             # compute dtype (timm's float32 for a float64 table) must not touch it.
@@ -268,3 +278,28 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
         out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, mode, align_corners,
                                                     antialias_, factors)
     return out.squeeze(0) if squeeze else out
+
+
+def interpolate_resolved(pos_embed: torch.Tensor, new_size: List[int], old_size: List[int], num_prefix_tokens: int,
+                         mode: str, align_corners: Optional[bool], antialias: bool,
+                         compute_dtype: Optional[torch.dtype], scale_offset: Optional[float],
+                         cast_prefix: bool) -> torch.Tensor:
+    """A resolved Profile's resize (resolve(...)'s fields) in types
+    TorchScript reads: what interpolate_pos_embed(..., profile=) computes,
+    for scripted callers such as a make_dynamic ViT. pos_embed is 3-D."""
+    if new_size[0] == old_size[0] and new_size[1] == old_size[1]:
+        return pos_embed.clone(memory_format=torch.contiguous_format)  # as _interpolate_profile
+    factors: Optional[List[float]] = None
+    if scale_offset is not None:  # DINOv2's offset mapping, as _interpolate_profile
+        factors = [(new_size[0] + scale_offset) / old_size[0], (new_size[1] + scale_offset) / old_size[1]]
+    table = pos_embed
+    if compute_dtype is not None and compute_dtype != pos_embed.dtype:
+        table = pos_embed.to(compute_dtype)
+    out = torch.ops.vitpe.interpolate_pos_embed(table, new_size, old_size, num_prefix_tokens, mode, align_corners,
+                                                antialias, factors)
+    if out.dtype != pos_embed.dtype:
+        narrowing = out.element_size() < pos_embed.element_size()  # compute dtypes are float32/float64
+        out = out.to(pos_embed.dtype)
+        if num_prefix_tokens > 0 and narrowing and not cast_prefix:
+            out = torch.cat([pos_embed[:, :num_prefix_tokens], out[:, num_prefix_tokens:]], dim=1)
+    return out
