@@ -51,6 +51,8 @@ def setup(device_arg):
         torch.cuda.set_device(device)
     init = {} if "RANK" in os.environ else {  # not under torchrun: a group of one
         "init_method": f"file://{tempfile.mkdtemp()}/store", "rank": 0, "world_size": 1}
+    if cuda:
+        init["device_id"] = device  # this rank's GPU, for NCCL (and barrier(), which warns without it)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=10), **init)
     return dist.get_rank(), dist.get_world_size(), device
 

@@ -14,7 +14,8 @@ on the table alone) is printed beside it. Random weights, nothing downloaded.
     python -m torch.distributed.run --nproc_per_node 2 scripts/ddp_throughput.py --tiny   # CPU smoke (gloo)
 
 Batch 32 per GPU by default. The variants alternate over --rounds rounds of --steps timed
-steps (after --warmup untimed ones); each row gives the median round.
+steps (after --warmup untimed ones); each row gives the median round and the rounds' range:
+a difference inside that range is noise.
 """
 import argparse
 import datetime
@@ -114,6 +115,8 @@ def main(argv=None):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as fine-tuning runs
     init = {} if "RANK" in os.environ else {"init_method": f"file://{tempfile.mkdtemp()}/store", "rank": 0,
                                             "world_size": 1}
+    if cuda:
+        init["device_id"] = device  # this rank's GPU, for NCCL (and barrier(), which warns without it)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=10), **init)
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
@@ -135,9 +138,11 @@ def main(argv=None):
             print(f"{what}, {args.image_size} px, batch {args.batch_size} per process x {world} "
                   f"({device.type}, {'bf16 autocast' if args.amp else 'fp32'}), median of {args.rounds} rounds "
                   f"of {args.steps} steps")
-            print(f"{'variant':8} {'step ms':>9} {'images/s':>10}")
+            print(f"{'variant':8} {'step ms':>9} {'images/s':>10}   rounds' step ms (min-max)")
             for variant, seconds in per_step.items():
-                print(f"{variant:8} {seconds * 1e3:9.2f} {world * args.batch_size / seconds:10.1f}")
+                lo, hi = min(rounds[variant]), max(rounds[variant])
+                print(f"{variant:8} {seconds * 1e3:9.2f} {world * args.batch_size / seconds:10.1f}   "
+                      f"{lo * 1e3:.2f}-{hi * 1e3:.2f}")
             diff = per_step["vitpe"] - per_step["static"]
             print(f"op share of the step: {diff * 1e3:+.3f} ms ({diff / per_step['vitpe']:+.2%}) by difference; "
                   f"the op alone (forward + backward, {args.native_size}->{args.image_size} px table): "

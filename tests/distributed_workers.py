@@ -290,7 +290,8 @@ def worker(rank: int, backend: str, init_file: str, out_dir: str) -> None:
     else:
         device = torch.device("cpu")
     dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=120))
+                            timeout=datetime.timedelta(seconds=120),
+                            device_id=device if device.type == "cuda" else None)
     try:
         from torch.distributed.device_mesh import init_device_mesh
         from vitpe_ext.integrations.timm import patch
