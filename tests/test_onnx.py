@@ -343,7 +343,12 @@ def test_routes_and_refusals_without_exporting():
 
 # -- dynamic ViTs: torchvision make_dynamic and timm dynamic_img_size -----------------------------
 
-def _check_vit(model, patch, example, sizes):
+def _check_vit(model, table, head, patch, example, sizes):
+    # N(0, 1) table and head: the libraries' initial ones (std 0.02 table,
+    # torchvision's zero head) would hide a wrong resize in the logits
+    with torch.no_grad():
+        table.normal_()
+        head.weight.normal_()
     dims = (torch.export.Dim("gh", min=1, max=32), torch.export.Dim("gw", min=1, max=32))
     program = export(model, (example,), dynamic_shapes=({2: patch * dims[0], 3: patch * dims[1]},), optimize=True)
     runner = Runner(program)
@@ -365,7 +370,8 @@ def test_torchvision_make_dynamic_vit():
                                      mlp_dim=32, num_classes=5)
     make_dynamic(model.eval())
     # 48x40 traced; then the native 32x32, non-square up and down
-    _check_vit(model, 8, torch.randn(2, 3, 48, 40), [(48, 40), (32, 32), (24, 64), (16, 8)])
+    _check_vit(model, model.encoder.pos_embedding, model.heads.head, 8, torch.randn(2, 3, 48, 40),
+               [(48, 40), (32, 32), (24, 64), (16, 8)])
 
 
 def test_timm_dynamic_vit_with_registers():
@@ -377,7 +383,8 @@ def test_timm_dynamic_vit_with_registers():
                                   num_heads=2, embed_dim=16, num_classes=5, reg_tokens=4, no_embed_class=False,
                                   dynamic_img_size=True).eval()
         assert model.pos_embed.shape[1] == 1 + 4 + 16  # class + 4 registers: 5 prefix tokens
-        _check_vit(model, 8, torch.randn(2, 3, 48, 40), [(48, 40), (32, 32), (24, 64), (16, 8)])
+        _check_vit(model, model.pos_embed, model.head, 8, torch.randn(2, 3, 48, 40),
+                   [(48, 40), (32, 32), (24, 64), (16, 8)])
 
 
 # -- how users get the translation -------------------------------------------------------------------
