@@ -21,6 +21,10 @@ pytest.importorskip("torchvision")
 pytest.importorskip("timm")
 import torch.distributed as dist  # noqa: E402
 
+import vitpe_ext  # noqa: E402
+import vitpe_ext.integrations.dynamic as dynamic  # noqa: E402
+from conftest import count_op_calls  # noqa: E402
+
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
@@ -216,3 +220,16 @@ def test_the_op_gives_the_same_bits_on_one_thread_per_rank(ranks, num_threads):
         there = results["thread_check"]
         assert there["threads"] == 1
         assert torch.equal(there["out"], here["out"]) and torch.equal(there["grad"], here["grad"]), rank
+
+
+def test_dynamic_pos_embed_is_not_cached_in_a_module_fsdp_manages(monkeypatch):
+    # DynamicPosEmbed passes itself as the table's owner; fully_shard marks every module it
+    # manages this way (the runs above show make_dynamic's encoder marked and uncached).
+    calls = count_op_calls(monkeypatch, dynamic)
+    pe = vitpe_ext.DynamicPosEmbed(torch.randn(1, 1 + 4 * 4, 8), (4, 4))
+    with torch.no_grad():
+        pe((6, 6)), pe((6, 6))
+        assert len(calls) == 1
+        pe._is_fsdp_managed_module = True
+        pe((6, 6)), pe((6, 6))
+    assert len(calls) == 3
