@@ -17,6 +17,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from typing import List
 
 import pytest
@@ -364,3 +365,23 @@ def test_torchscript_save_load_in_a_fresh_process(library, tmp_path):
         want = [model(x) for x in inputs] + [model(inputs[0])]
     for got, w in zip(torch.load(tmp_path / "out.pt"), want):
         torch.testing.assert_close(got, w, rtol=1e-6, atol=1e-7)
+
+
+# -- scripts/deploy_bench.py ----------------------------------------------------------------------
+
+def test_deploy_bench_smoke(tmp_path):
+    # the lead's GPU benchmark, in its CPU smoke mode: a 1-layer ViT, fp32
+    script = Path(__file__).resolve().parents[1] / "scripts" / "deploy_bench.py"
+    result = subprocess.run([sys.executable, str(script), "--device", "cpu", "--batch", "1", "--iters", "3",
+                             "--warmup", "1", "--tiny", "--dtype", "fp32", "--out-dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {}
+    for line in result.stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 6 and fields[0] == "fp32" and fields[1] == "1":
+            rows[fields[2]] = float(fields[5])  # backend -> max |diff| vs eager
+    expected = {"eager", "aoti", "onnxruntime"} if "ONNX skipped" not in result.stdout else {"eager", "aoti"}
+    assert rows.keys() == expected, result.stdout
+    assert max(rows.values()) < 1e-4, result.stdout
+    assert (tmp_path / "vit_float32.pt2").exists()
