@@ -221,6 +221,13 @@ def test_importing_vitpe_ext_imports_neither_torchvision_nor_timm():
     assert done.returncode == 0, done.stderr
 
 
+def test_importing_vitpe_ext_does_not_import_transformers():
+    done = _python("import sys, vitpe_ext, vitpe_ext.integrations\n"
+                   "assert 'transformers' not in sys.modules, "
+                   "sorted(m for m in sys.modules if m.startswith('transformers'))")
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.parametrize("old, new", [
     ("vitpe_ext.ops", "vitpe_ext.op"),
     ("vitpe_ext.profiles", "vitpe_ext.op.profiles"),
@@ -228,6 +235,7 @@ def test_importing_vitpe_ext_imports_neither_torchvision_nor_timm():
     ("vitpe_ext.param_groups", "vitpe_ext.integrations.param_groups"),
     ("vitpe_ext.torchvision", "vitpe_ext.integrations.torchvision"),
     ("vitpe_ext.timm", "vitpe_ext.integrations.timm"),
+    ("vitpe_ext.transformers", "vitpe_ext.integrations.transformers"),
     ("vitpe_ext.bench", "vitpe_ext.command.bench"),
 ])
 def test_public_paths_are_the_wings_modules(old, new):

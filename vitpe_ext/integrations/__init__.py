@@ -2,6 +2,7 @@
 
     torchvision.py   torchvision's interpolate_embeddings through vitpe, patch(), make_dynamic()
     timm.py          timm's resample_abs_pos_embed through vitpe, patch()
+    transformers.py  HF transformers' interpolate_pos_encoding (ViT, DeiT, Dinov2, CLIP, ...) via vitpe, patch()
     dynamic.py       DynamicPosEmbed: a table for any grid, cached while no gradient is wanted
     param_groups.py  layer-wise learning-rate groups for torchvision and timm ViTs
     schedules.py     warmup + cosine/constant lr schedules that keep each group's own lr
@@ -11,6 +12,7 @@
     _patching.py     nesting patches of a library's function
 
 Built on vitpe_ext.op only; nothing here imports vitpe_ext.command. Importing
-this package imports neither torchvision nor timm: torchvision.py and timm.py
-load them when called, and the package does not import those two modules.
+this package imports neither torchvision, timm nor transformers: torchvision.py,
+timm.py and transformers.py load them when called, and the package does not
+import those three modules.
 """

@@ -1,5 +1,6 @@
 """Nesting patches of a library function (torchvision's interpolate_embeddings,
-timm's resample_abs_pos_embed): shared by vitpe_ext.torchvision and .timm."""
+timm's resample_abs_pos_embed, transformers' interpolate_pos_encoding methods):
+shared by vitpe_ext.torchvision, .timm and .transformers."""
 from __future__ import annotations
 
 from typing import Callable
