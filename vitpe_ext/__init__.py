@@ -20,9 +20,10 @@ from .op import MODES, PROFILES, interpolate_pos_embed
 from . import ops, profiles  # noqa: F401  (the op wing under its public names)
 from .integrations.dynamic import DynamicPosEmbed
 from .integrations.param_groups import layer_decay_groups
+from .integrations.rel_pos import resize_rel_pos_bias
 from .integrations.schedules import warmup_constant, warmup_cosine
 # vitpe_ext.torchvision and vitpe_ext.timm are imported on demand (they import those libraries).
 
 __version__ = "0.1.0"
 __all__ = ["interpolate_pos_embed", "MODES", "ops", "profiles", "PROFILES", "DynamicPosEmbed",
-           "layer_decay_groups", "warmup_cosine", "warmup_constant", "__version__"]
+           "layer_decay_groups", "resize_rel_pos_bias", "warmup_cosine", "warmup_constant", "__version__"]

@@ -2,6 +2,7 @@
 
     torchvision.py   torchvision's interpolate_embeddings through vitpe, patch(), make_dynamic()
     timm.py          timm's resample_abs_pos_embed through vitpe, patch()
+    rel_pos.py       relative-position-bias tables (Swin, BEiT, LeViT, MaxViT); timm's _simple/_levit
     transformers.py  HF transformers' interpolate_pos_encoding (ViT, DeiT, Dinov2, CLIP, ...) via vitpe, patch()
     dynamic.py       DynamicPosEmbed: a table for any grid, cached while no gradient is wanted
     param_groups.py  layer-wise learning-rate groups for torchvision and timm ViTs

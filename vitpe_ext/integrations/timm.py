@@ -11,6 +11,9 @@ patch() makes timm's VisionTransformer use it: dynamic_img_size forwards,
 set_input_size and checkpoint_filter_fn all call the name
 `resample_abs_pos_embed` bound in timm's modules at import time, so the
 patch rebinds it in every loaded timm module that holds timm's function.
+It routes timm's relative-position-bias resizers _simple and _levit the
+same way (rel_pos.py; TinyViT, EfficientViT-MSRA), not the geometric
+resize_rel_pos_bias_table of Swin/BEiT/MaxViT.
 """
 from __future__ import annotations
 
@@ -23,8 +26,11 @@ import torch
 
 from ..op import interpolate_pos_embed
 from ._patching import Patcher, PatchHandle
+from . import rel_pos
+from .rel_pos import resize_rel_pos_bias_table_levit, resize_rel_pos_bias_table_simple
 
-__all__ = ["resample_abs_pos_embed", "patch", "unpatch"]
+__all__ = ["resample_abs_pos_embed", "resize_rel_pos_bias_table_simple", "resize_rel_pos_bias_table_levit",
+           "patch", "unpatch"]
 
 _logger = logging.getLogger("vitpe_ext.timm")  # the path users import it by
 
@@ -124,6 +130,7 @@ def _rebind(old, new) -> int:
 def _restore() -> None:
     if _original is not None:
         _rebind(resample_abs_pos_embed, _original)
+    rel_pos.restore_in_timm()
 
 
 _patcher = Patcher(_restore)
@@ -134,7 +141,9 @@ def patch() -> PatchHandle:
     module (timm.layers, timm.layers.pos_embed, timm.models.vision_transformer,
     eva, deit, ...), until unpatch() / the end of the `with` block. Modules
     imported while patched bind vitpe's through timm.layers; unpatch() finds
-    them too. resample_abs_pos_embed_nhwc (SAM-style tables) is not routed."""
+    them too. resample_abs_pos_embed_nhwc (SAM-style tables) is not routed.
+    resize_rel_pos_bias_table_simple and _levit are rebound too
+    (handle.rebound_rel_pos counts them); resize_rel_pos_bias_table stays timm's."""
     global _original
     import timm.layers  # noqa: F401  (loads timm.layers.pos_embed)
     import timm.models.vision_transformer  # noqa: F401  (the ViT the patch is for)
@@ -144,11 +153,12 @@ def patch() -> PatchHandle:
     _register_fx_leaf()
     handle = _patcher.opened()
     handle.rebound = _rebind(_original, resample_abs_pos_embed)  # module globals that pointed at timm's
+    handle.rebound_rel_pos = rel_pos.route_in_timm()
     return handle
 
 
 def unpatch() -> None:
-    """Give every timm module its own resample_abs_pos_embed back, whatever patches are open."""
+    """Give every timm module its own resample_abs_pos_embed (and rel-pos resizers) back, whatever patches are open."""
     _patcher.unpatch_all()
 
 
