@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -134,7 +135,10 @@ def timm_default(grid: torch.Tensor, new_window: int) -> torch.Tensor:
     heads, side, _ = grid.shape
     flat = grid.reshape(heads, -1).T.float()
     d = 2 * new_window - 1
-    return resize_rel_pos_bias_table(flat, (new_window, new_window), (d * d, heads)).double().T.reshape(heads, d, d)
+    with warnings.catch_warnings():  # its RegularGridInterpolator's indexing warns on torch 2.14
+        warnings.simplefilter("ignore", UserWarning)
+        out = resize_rel_pos_bias_table(flat, (new_window, new_window), (d * d, heads))
+    return out.double().T.reshape(heads, d, d)
 
 
 def vitpe_resize(grid: torch.Tensor, new_window: int, **settings) -> torch.Tensor:

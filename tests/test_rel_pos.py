@@ -20,6 +20,9 @@ import vitpe_ext.integrations.rel_pos as rp  # noqa: E402
 import vitpe_ext.integrations.timm as vtimm  # noqa: E402
 from conftest import HALF_DTYPES, assert_within_half_ulp, count_op_calls, skip_if_no_lanczos  # noqa: E402
 
+# timm's geometric path (timm.layers.RegularGridInterpolator) warns on torch 2.14 about its indexing
+pytestmark = pytest.mark.filterwarnings("ignore:.*(searchsorted|non-tuple sequence).*:UserWarning")
+
 # timm's own functions, captured before any patch
 TIMM_SIMPLE = timm_rel.resize_rel_pos_bias_table_simple
 TIMM_LEVIT = timm_rel.resize_rel_pos_bias_table_levit
@@ -49,9 +52,12 @@ def to_flat(grid):  # (heads, H, W) -> (H*W, heads)
 
 def assert_matches(ours, theirs, ref64=None):
     assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
-    if ours.dtype in HALF_DTYPES:  # timm rounds between passes in half; the op once
+    if ours.dtype in HALF_DTYPES:
+        # ATen's half bicubic (timm's) strays further than one rounding from the float64 values
+        # near zero; the op rounds once: correctly rounded, and close to timm's on the table's scale
         assert_within_half_ulp(ours, ref64, ref64)
-        assert (ours.double() - theirs.double()).abs().max() <= 2 * theirs.double().abs().max() * torch.finfo(ours.dtype).eps
+        scale = theirs.double().abs().max() * torch.finfo(ours.dtype).eps
+        assert (ours.double() - theirs.double()).abs().max() <= 2 * scale
     else:
         torch.testing.assert_close(ours.double(), theirs.double(), atol=TOL[ours.dtype], rtol=0)
 
