@@ -166,7 +166,7 @@ def test_parameters_and_learning_rates_follow_the_single_process_run(ranks, refe
 def test_evaluation_between_steps_sees_the_new_weights(ranks, references, setup, kind):
     # no_grad forwards at one size after every step: make_dynamic's cache path. Under
     # FSDP2 the gathered table keeps its version counter while its values change (vitpe
-    # once served the first step's table here).
+    # must not serve the previous step's table from its cache).
     for rank, steps in enumerate(steps_of(ranks, setup, kind)):
         for step, (got, want) in enumerate(zip(steps, references[kind]["steps"])):
             assert_close(got["probe"], want["probe"], f"rank {rank} eval after step {step}")
