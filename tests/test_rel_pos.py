@@ -125,6 +125,8 @@ def test_levit_matches_timm(dtype, interpolation, antialias, old, new):
         assert (ours.double() - theirs.double()).abs().max() <= theirs.double().abs().max() * torch.finfo(dtype).eps
     else:
         torch.testing.assert_close(ours.float(), theirs.float(), atol=1e-5, rtol=0)
+    if dtype == torch.float64:  # computed in float32 like timm's, not in float64
+        assert torch.equal(ours, ours.float().double())
 
 
 def test_levit_same_size_and_errors():
