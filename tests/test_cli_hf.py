@@ -31,26 +31,30 @@ SMALL = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, interme
 TEXT = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37, vocab_size=99,
             bos_token_id=0, eos_token_id=2, pad_token_id=1)
 
-# model_type: (config, model class, prefix tokens, the table's key in its state dict, the profile
-# that reproduces the model's own interpolate_pos_encoding in transformers 5.24)
+# interpolate_pos_embed's settings that reproduce each model's own interpolate_pos_encoding in
+# transformers 5.24: bicubic in the table's dtype; Dinov2's in float32 with the class token untouched
+# (the "timm" profile's arithmetic), without antialias, or with it (Dinov2WithRegisters)
+HF, FLOAT32, FLOAT32_AA = {"profile": "hf"}, {"profile": "timm", "antialias": False}, {"profile": "timm"}
+
+# model_type: (config, model class, prefix tokens, the table's key in its state dict, its settings)
 KINDS = {
     "vit": (lambda **kw: transformers.ViTConfig(**{**SMALL, **kw}, num_labels=3),
-            transformers.ViTForImageClassification, 1, "vit.embeddings.position_embeddings", "hf"),
+            transformers.ViTForImageClassification, 1, "vit.embeddings.position_embeddings", HF),
     "deit": (lambda **kw: transformers.DeiTConfig(**{**SMALL, **kw}, num_labels=3),
-             transformers.DeiTForImageClassificationWithTeacher, 2, "deit.embeddings.position_embeddings", "hf"),
+             transformers.DeiTForImageClassificationWithTeacher, 2, "deit.embeddings.position_embeddings", HF),
     "dinov2": (lambda **kw: transformers.Dinov2Config(**{**SMALL, **kw}),
-               transformers.Dinov2Model, 1, "embeddings.position_embeddings", "hf"),
+               transformers.Dinov2Model, 1, "embeddings.position_embeddings", FLOAT32),
     "dinov2_with_registers": (lambda **kw: transformers.Dinov2WithRegistersConfig(**{**SMALL, **kw}, num_register_tokens=2),
                               transformers.Dinov2WithRegistersModel, 1, "embeddings.position_embeddings",
-                              "dinov2-reg"),
+                              FLOAT32_AA),
     "clip_vision_model": (lambda **kw: transformers.CLIPVisionConfig(**{**SMALL, **kw}),
-                          transformers.CLIPVisionModel, 1, "embeddings.position_embedding.weight", "hf"),
+                          transformers.CLIPVisionModel, 1, "embeddings.position_embedding.weight", HF),
     "siglip_vision_model": (lambda **kw: transformers.SiglipVisionConfig(**{**SMALL, **kw}),
-                            transformers.SiglipVisionModel, 0, "embeddings.position_embedding.weight", "hf"),
+                            transformers.SiglipVisionModel, 0, "embeddings.position_embedding.weight", HF),
     "clip": (lambda **kw: transformers.CLIPConfig(vision_config={**SMALL, **kw}, text_config=TEXT, projection_dim=16),
-             transformers.CLIPModel, 1, "vision_model.embeddings.position_embedding.weight", "hf"),
+             transformers.CLIPModel, 1, "vision_model.embeddings.position_embedding.weight", HF),
     "siglip": (lambda **kw: transformers.SiglipConfig(vision_config={**SMALL, **kw}, text_config=TEXT),
-               transformers.SiglipModel, 0, "vision_model.embeddings.position_embedding.weight", "hf"),
+               transformers.SiglipModel, 0, "vision_model.embeddings.position_embedding.weight", HF),
 }
 PAIR_SIZES = ("vit", "deit")  # their config holds [h, w] and they run a non-square table at its size
 DINOV2 = ("dinov2", "dinov2_with_registers")
@@ -108,6 +112,24 @@ def sizes_of(folder, kind):
     return sizes["image_size"], sizes["patch_size"]
 
 
+def assert_as_transformers(resized, model, kind, size):
+    """resized (a table read from a file) is what the model's own interpolate_pos_encoding gives at
+    size x size: the prefix tokens exact, the grid equal up to float32 rounding, and a float64
+    grid that transformers computes in float32 (Dinov2's) in float32 values."""
+    vision = model.vision_model if kind in ("clip", "siglip") else model
+    prefix, dtype = KINDS[kind][2], resized.dtype
+    with torch.no_grad():
+        reference = vision.embeddings.interpolate_pos_encoding(
+            torch.zeros(1, prefix + (size // 8) ** 2, 32, dtype=dtype), size, size)
+    resized = resized.reshape(reference.shape)
+    assert reference.dtype == dtype
+    assert torch.equal(resized[:, :prefix], reference[:, :prefix])
+    if kind in DINOV2:
+        assert torch.equal(resized[:, prefix:], resized[:, prefix:].float().to(dtype))
+    torch.testing.assert_close(resized.float(), reference.float(), **({"atol": 2 ** -8, "rtol": 2 ** -8}
+                                                                      if dtype.itemsize < 4 else {}))
+
+
 def assert_no_output(out):
     assert not out.exists()
     assert not [p for p in out.parent.iterdir() if p.name.endswith(atomic.TMP_SUFFIX)]
@@ -124,8 +146,8 @@ def test_square_resize_matches_transformers_interpolation(tmp_path, capsys, kind
     assert f"Hugging Face {kind}" in stdout and "grid 4x4 -> 6x6" in stdout and f"wrote {out}" in stdout
     assert sizes_of(out, kind) == (48, 8)
     resized = load(out, kind)
-    prefix, profile = KINDS[kind][2], KINDS[kind][4]
-    expected = vitpe_ext.interpolate_pos_embed(table(model, kind).detach(), (6, 6), (4, 4), prefix, profile=profile)
+    prefix, settings = KINDS[kind][2], KINDS[kind][4]
+    expected = vitpe_ext.interpolate_pos_embed(table(model, kind).detach(), (6, 6), (4, 4), prefix, **settings)
     assert torch.equal(table(resized, kind).detach(), expected)
     x = pixels(48, 48)
     torch.testing.assert_close(features(resized, kind, x, False), features(model, kind, x, True),
@@ -173,26 +195,26 @@ def test_dinov2_default_is_transformers_size_interpolation_not_the_offset_profil
     assert (offset - reference).abs().max() > 1e-3
     code, stdout, err = run(["resize", folder, tmp_path / "default", "--image-size", "48"], capsys)
     assert code == 0, err
-    assert "hf: bicubic (what transformers' dinov2 interpolate_pos_encoding computes)" in stdout
+    assert "timm: bicubic (float32) (what transformers' dinov2 interpolate_pos_encoding computes)" in stdout
     torch.testing.assert_close(features(load(tmp_path / "default", "dinov2"), "dinov2", x, False), reference,
                                atol=2e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype,tolerance", [(torch.float64, 1e-5), (torch.bfloat16, 2 ** -8)])
-def test_dinov2_in_other_dtypes_within_float32_rounding(tmp_path, capsys, dtype, tolerance):
-    """transformers' Dinov2 computes in float32 whatever the table's dtype; the "hf" profile in the
-    table's own: the same numbers up to float32 rounding (float64), or the table's (bfloat16)."""
+@pytest.mark.parametrize("kind", DINOV2)
+@pytest.mark.parametrize("dtype,size", [(torch.float64, 48), (torch.float64, 24), (torch.bfloat16, 48)])
+def test_dinov2_in_other_dtypes_as_transformers_interpolates(tmp_path, capsys, kind, dtype, size):
+    """transformers' Dinov2 models interpolate the grid in float32 whatever the table's dtype and
+    leave the class token as it is: the folder resized holds what interpolate_pos_encoding=True gives,
+    a float64 class token exact, a float64 grid in float32 values."""
     from safetensors.torch import load_file
-    model, _ = make_model(tmp_path, "dinov2")
+    model, _ = make_model(tmp_path, kind)
     model = model.to(dtype)
-    model.save_pretrained(tmp_path / "typed")
-    code, _, err = run(["resize", tmp_path / "typed", tmp_path / "out", "--image-size", "48"], capsys)
-    assert code == 0, err
-    resized = load_file(tmp_path / "out" / "model.safetensors")["embeddings.position_embeddings"]
     with torch.no_grad():
-        reference = model.embeddings.interpolate_pos_encoding(torch.zeros(1, 37, 32, dtype=dtype), 48, 48)
-    assert resized.dtype == dtype
-    torch.testing.assert_close(resized.double(), reference.double(), atol=tolerance, rtol=tolerance)
+        table(model, kind).normal_()  # values of the dtype's own precision (not float32 ones cast)
+    model.save_pretrained(tmp_path / "typed")
+    code, _, err = run(["resize", tmp_path / "typed", tmp_path / "out", "--image-size", size], capsys)
+    assert code == 0, err
+    assert_as_transformers(load_file(tmp_path / "out" / "model.safetensors")[KINDS[kind][3]], model, kind, size)
 
 
 def test_dinov2_with_registers_shrinks_with_antialias(tmp_path, capsys):
@@ -200,7 +222,7 @@ def test_dinov2_with_registers_shrinks_with_antialias(tmp_path, capsys):
     out = tmp_path / "out"
     code, stdout, err = run(["resize", folder, out, "--image-size", "40"], capsys)
     assert code == 0, err
-    assert "grid 8x8 -> 5x5" in stdout and "dinov2-reg: bicubic aa (float32)" in stdout
+    assert "grid 8x8 -> 5x5" in stdout and "timm: bicubic aa (float32)" in stdout
     x = pixels(40, 40)
     torch.testing.assert_close(features(load(out, "dinov2_with_registers"), "dinov2_with_registers", x, False),
                                features(model, "dinov2_with_registers", x, True), atol=2e-5, rtol=1e-5)
@@ -222,7 +244,7 @@ def test_patch_size_resamples_the_kernel_and_sets_the_config(tmp_path, capsys, k
     old, new = dict(model.named_parameters()), dict(resized.named_parameters())
     assert torch.equal(new[kernel_key], resample_patch_embed(old[kernel_key].detach(), (4, 4)))
     expected = vitpe_ext.interpolate_pos_embed(table(model, kind).detach(), (8, 8), (4, 4), KINDS[kind][2],
-                                               profile=KINDS[kind][4])
+                                               **KINDS[kind][4])
     assert torch.equal(table(resized, kind).detach(), expected)
     assert features(resized, kind, pixels(32, 32), False).shape[1] == KINDS[kind][2] + 64
 
@@ -284,6 +306,29 @@ def test_sharded_safetensors(tmp_path, capsys):
         else:
             assert (out / name).read_bytes() == (folder / name).read_bytes()  # copied untouched
     assert new_index["metadata"] == {"total_size": sizes, "total_parameters": params}
+
+
+@pytest.mark.parametrize("kind", DINOV2)
+def test_a_weights_file_alone_resizes_as_its_folder(tmp_path, capsys, kind):
+    """save_pretrained's model.safetensors given alone: resized with the model's own arithmetic
+    (Dinov2's float32 grid and untouched class token, in a float64 table), as the folder is."""
+    from safetensors.torch import load_file
+    model, _ = make_model(tmp_path, kind)
+    model = model.double()
+    with torch.no_grad():
+        table(model, kind).normal_()
+    model.save_pretrained(tmp_path / "f64")
+    alone = tmp_path / "alone.safetensors"
+    code, stdout, err = run(["resize", tmp_path / "f64" / "model.safetensors", alone, "--image-size", "48"], capsys)
+    assert code == 0, err
+    assert "grid 4x4 -> 6x6" in stdout and f"prefix {KINDS[kind][2]}," in stdout
+    code, _, err = run(["resize", tmp_path / "f64", tmp_path / "out", "--image-size", "48"], capsys)
+    assert code == 0, err
+    alone, whole = load_file(alone), load_file(tmp_path / "out" / "model.safetensors")
+    assert_as_transformers(alone[KINDS[kind][3]], model, kind, 48)
+    assert alone.keys() == whole.keys()
+    for key, value in alone.items():
+        assert torch.equal(value, whole[key]), key
 
 
 def test_pytorch_model_bin_and_safetensors_both_resized(tmp_path, capsys):

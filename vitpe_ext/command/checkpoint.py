@@ -28,6 +28,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..integrations.hf_recipes import MODEL_TYPES as HF_RECIPES, Recipe
 from .atomic import write_atomic
 
 Key = Tuple[Any, ...]
@@ -364,8 +365,8 @@ def select_keys(ckpt: Checkpoint, requested: Optional[Sequence[str]]) -> List[Ke
 class Embedding:
     """One position-embedding table in a checkpoint, and how it is laid out."""
     key: Key
-    family: str                   # a FAMILIES name, refined ('mae', 'dinov2', 'dinov2-reg'), or 'custom'
-    profile: str                  # the default profile for this family
+    family: str                   # a FAMILIES name, refined ('mae', 'dinov2', 'hf-dinov2', ...), or 'custom'
+    profile: Optional[str]        # the default profile for this family
     shape: Tuple[int, ...]
     dtype: torch.dtype
     prefix_tokens: int
@@ -373,6 +374,8 @@ class Embedding:
     patch: Optional[Pair]         # from the patch-embedding weight, or --patch-size
     patch_key: Optional[Key]
     extras: List[Key] = field(default_factory=list)  # e.g. HF CLIP position_ids, resized along
+    settings: Dict[str, Any] = field(default_factory=dict)  # what the default resize sets beside the
+                                                             # profile (an HF model's recipe: mode, flags)
 
     @property
     def name(self) -> str:
@@ -415,19 +418,29 @@ def _prefix_hints(ckpt: Checkpoint, key: Key, family: Optional[Family], model_pr
     return [count, 0] if count else [0]
 
 
-def _refine_family(ckpt: Checkpoint, key: Key, family: Family, model_prefix: str) -> Tuple[str, str]:
-    """(family name, default profile), telling DINOv2/MAE apart from timm."""
+def recipe_defaults(recipe: Recipe) -> Tuple[Optional[str], Dict[str, Any]]:
+    """An HF model's recipe as Embedding's default resize: (profile, the settings beside it)."""
+    settings = dict(recipe.settings())
+    return settings.pop("profile", None), settings
+
+
+def _refine_family(ckpt: Checkpoint, key: Key, family: Family,
+                   model_prefix: str) -> Tuple[str, Optional[str], Dict[str, Any]]:
+    """(family name, default profile, settings beside it), telling DINOv2/MAE apart from timm
+    and transformers' Dinov2 models (layer scale) from its ViT."""
     has = lambda suffix: _sibling(ckpt, key, model_prefix, suffix) is not None  # noqa: E731
     if family.name == "timm":
         if has("register_tokens"):
-            return "dinov2-reg", "dinov2-reg"   # facebookresearch/dinov2 *_reg
+            return "dinov2-reg", "dinov2-reg", {}   # facebookresearch/dinov2 *_reg
         if has("mask_token") and has("blocks.0.ls1.gamma"):
-            return "dinov2", "dinov2"           # facebookresearch/dinov2 (offset 0.1)
+            return "dinov2", "dinov2", {}           # facebookresearch/dinov2 (offset 0.1)
         if has("decoder_pos_embed"):
-            return "mae", "mae"                 # MAE pre-training checkpoint
+            return "mae", "mae", {}                 # MAE pre-training checkpoint
     if family.name == "hf" and has("embeddings.register_tokens"):
-        return "hf-dinov2-reg", "dinov2-reg"    # Dinov2WithRegisters: antialias, fp32
-    return family.name, family.profile
+        return ("hf-dinov2-reg", *recipe_defaults(HF_RECIPES["dinov2_with_registers"]))
+    if family.name == "hf" and has("encoder.layer.0.layer_scale1.lambda1"):
+        return ("hf-dinov2", *recipe_defaults(HF_RECIPES["dinov2"]))
+    return family.name, family.profile, {}
 
 
 def parse_pair(text: str, what: str) -> Pair:
@@ -461,7 +474,8 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
 
     matched = _match_family(key[-1])
     family, model_prefix = matched if matched else (None, "")
-    family_name, profile = _refine_family(ckpt, key, family, model_prefix) if family else ("custom", "hf")
+    family_name, profile, settings = (_refine_family(ckpt, key, family, model_prefix) if family
+                                      else ("custom", "hf", {}))
 
     # patch size: the conv weight (out, in, ph, pw) beside the table, or --patch-size
     patch_key = _sibling(ckpt, key, model_prefix, family.patch_suffix) if family else None
@@ -525,7 +539,7 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
             family_name, profile = "mae", "mae"
 
     return Embedding(key, family_name, profile, tuple(table.shape), table.dtype, prefix, grid,
-                     patch, patch_key, extras)
+                     patch, patch_key, extras, settings)
 
 
 def new_grid_for(emb: Embedding, image_size: Pair, ckpt_path) -> Pair:

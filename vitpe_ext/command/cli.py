@@ -31,7 +31,7 @@ from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embed
                          nonfinite_summary, output_format, parse_pair, save_checkpoint, select_keys)
 from ..integrations.provenance import RECORD_KEY
 from .records import describe_record, method_from_record, mismatch_warning, step_for, store_records, table_record
-from .resizing import Method, method_from_args, method_given, plan_patch, plan_resize
+from .resizing import default_method, method_from_args, method_given, plan_patch, plan_resize
 
 USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
 
@@ -351,7 +351,7 @@ def cmd_inspect(args) -> int:
     for emb in embs:
         record = table_record(ckpt, emb, lambda line: _note("inspect", line))
         recorded = method_from_record(record) if record is not None else None
-        default = f"{recorded.label} (as its resize record says)" if recorded else Method(profile=emb.profile).label
+        default = f"{recorded.label} (as its resize record says)" if recorded else default_method(emb).label
         print(f"{emb.name}: default resize {default}"
               + (f"; patch size from {key_name(emb.patch_key)}" if emb.patch_key else ""))
         if record is not None:

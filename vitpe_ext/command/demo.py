@@ -28,7 +28,7 @@ import torch
 from ..op import PROFILES
 from .checkpoint import (Checkpoint, CheckpointError, Embedding, describe, format_pair, load_checkpoint,
                          nonfinite_summary, select_keys)
-from .resizing import Method, mode_variants
+from .resizing import Method, default_method, mode_variants
 
 DEMO_METHODS = tuple(Method(mode=mode, align_corners=ac, antialias=aa or None)
                      for mode, ac, aa in mode_variants()) + (
@@ -253,7 +253,7 @@ def run(args) -> int:
     bad = nonfinite_summary(table, emb.prefix_tokens)
     if bad:
         raise CheckpointError(f"{source} has non-finite values ({bad}); see vitpe inspect")
-    profile_method = Method(profile=emb.profile)
+    profile_method = default_method(emb)
     old_image = format_pair((emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1])) if emb.patch else "?"
     print(f"vitpe demo: {source}")
     print(f"table {tuple(emb.shape)} {str(emb.dtype).replace('torch.', '')}: {emb.prefix_tokens} prefix token(s) "

@@ -5,10 +5,11 @@ transformers builds a ViT's position table from config.json's image_size and
 patch_size (image_size // patch_size patches per axis), so a resized table
 loads only with a config that states its new size, and the model runs it
 without interpolate_pos_encoding only at that size. Per model_type, MODEL_TYPES
-says where the table and the patch kernel are, how many prefix tokens the
-table holds, which vitpe profile gives the numbers of that model's own
-interpolate_pos_encoding (transformers 5.24), and whether the model can hold a
-non-square size. Nothing here imports transformers: config.json is plain JSON.
+says where the table and the patch kernel are, whether the model can hold a
+non-square size, and takes from integrations/hf_recipes.py (the drop-in's
+recipes) how many prefix tokens the table holds and what that model's own
+interpolate_pos_encoding computes (transformers 5.24). Nothing here imports
+transformers: config.json is plain JSON.
 """
 from __future__ import annotations
 
@@ -18,28 +19,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..integrations.hf_recipes import MODEL_TYPES as RECIPES, Recipe
 from .checkpoint import CheckpointError, Pair, format_pair
 
 CONFIG_NAME = "config.json"
 PROCESSOR_NAMES = ("preprocessor_config.json", "processor_config.json")  # the second nests "image_processor"
 
-_VIT_TABLE, _VIT_KERNEL = "embeddings.position_embeddings", "embeddings.patch_embeddings.projection.weight"
-_CLIP_TABLE, _CLIP_KERNEL = "embeddings.position_embedding.weight", "embeddings.patch_embedding.weight"
-_CLIP_IDS = "embeddings.position_ids"  # arange(L); a buffer older checkpoints saved
+_VIT_KERNEL = "embeddings.patch_embeddings.projection.weight"
+_CLIP_KERNEL = "embeddings.patch_embedding.weight"
 
 
 @dataclass(frozen=True)
 class ModelType:
     name: str                   # config.json's model_type
-    table: str                  # the table's key, after any model prefix ("vit.", "dinov2.", ...)
-    kernel: str                 # the patch-embedding conv weight (hidden, channels, ph, pw), same prefix
-    prefix_tokens: int          # tokens before the grid in the table
-    prefix_names: str           # what they are, for messages
-    profile: str                # the vitpe profile with this model's interpolate_pos_encoding numbers
+    patch_kernel: str           # the patch-embedding conv weight (hidden, channels, ph, pw), after `tower`
+    prefix_names: str           # what the prefix tokens are, for messages
     pair_sizes: bool            # the config may hold [height, width] sizes
     square_only: Optional[str]  # why the model cannot run a non-square table, or None
-    ids: Optional[str] = None   # a position_ids buffer, resized along when a checkpoint holds one
+    tower: str = ""             # the vision tower's keys' prefix in a dual model's state dict
     sizes_in: Optional[str] = None  # the config's sub-dict holding image_size/patch_size
+
+    @property
+    def recipe(self) -> Recipe:
+        return RECIPES[self.name]
+
+    @property
+    def table(self) -> str:
+        """The table's key, after any model prefix ("vit.", "dinov2.", ...): embeddings.<the recipe's attribute>."""
+        return f"{self.tower}embeddings.{self.recipe.table}" + (".weight" if self.recipe.embedding else "")
+
+    @property
+    def kernel(self) -> str:
+        return self.tower + self.patch_kernel
+
+    @property
+    def ids(self) -> Optional[str]:
+        """The position_ids buffer beside an nn.Embedding table (older checkpoints saved it), resized along."""
+        return f"{self.tower}embeddings.position_ids" if self.recipe.embedding else None
+
+    @property
+    def prefix_tokens(self) -> int:
+        return self.recipe.prefix
 
 
 _DINOV2_SQUARE = ("its interpolate_pos_encoding runs in every forward whose input is not square and reshapes the "
@@ -47,26 +67,17 @@ _DINOV2_SQUARE = ("its interpolate_pos_encoding runs in every forward whose inpu
 _CLIP_SQUARE = "its embeddings compute the grid as (image_size // patch_size) ** 2: one int each"
 
 MODEL_TYPES: Dict[str, ModelType] = {t.name: t for t in (
-    # ViTEmbeddings / DeiTEmbeddings: bicubic to size=, align_corners=False, in the table's dtype;
-    # at the config's size the table is added as it is, whatever its shape
-    ModelType("vit", _VIT_TABLE, _VIT_KERNEL, 1, "class", "hf", True, None),
-    ModelType("deit", _VIT_TABLE, _VIT_KERNEL, 2, "class, distillation", "hf", True, None),
-    # Dinov2Embeddings (5.24): bicubic to size= (not DINOv2's +0.1 scale factor) computed in float32
-    # with the class token untouched: the "hf" numbers for a float32 table, within float32 rounding
-    # for others; it interpolates in every forward except at the table's own square size
-    ModelType("dinov2", _VIT_TABLE, _VIT_KERNEL, 1, "class", "hf", True, _DINOV2_SQUARE),
-    # Dinov2WithRegistersEmbeddings: bicubic with antialias, float32; registers have no position
-    ModelType("dinov2_with_registers", _VIT_TABLE, _VIT_KERNEL, 1, "class; the registers have no position",
-              "dinov2-reg", True, _DINOV2_SQUARE),
-    # CLIPVisionEmbeddings / SiglipVisionEmbeddings: an nn.Embedding (tokens, dim) table, bicubic to size=
-    ModelType("clip_vision_model", _CLIP_TABLE, _CLIP_KERNEL, 1, "class", "hf", False, _CLIP_SQUARE, _CLIP_IDS),
-    ModelType("clip", "vision_model." + _CLIP_TABLE, "vision_model." + _CLIP_KERNEL, 1, "class", "hf", False,
-              _CLIP_SQUARE, "vision_model." + _CLIP_IDS, "vision_config"),
-    ModelType("siglip_vision_model", _CLIP_TABLE, _CLIP_KERNEL, 0, "none", "hf", False, _CLIP_SQUARE, _CLIP_IDS),
-    ModelType("siglip", "vision_model." + _CLIP_TABLE, "vision_model." + _CLIP_KERNEL, 0, "none", "hf", False,
-              _CLIP_SQUARE, "vision_model." + _CLIP_IDS, "vision_config"),
+    # at the config's size ViT and DeiT add the table as it is, whatever its shape
+    ModelType("vit", _VIT_KERNEL, "class", True, None),
+    ModelType("deit", _VIT_KERNEL, "class, distillation", True, None),
+    # Dinov2 interpolates in every forward except at the table's own square size
+    ModelType("dinov2", _VIT_KERNEL, "class", True, _DINOV2_SQUARE),
+    ModelType("dinov2_with_registers", _VIT_KERNEL, "class; the registers have no position", True, _DINOV2_SQUARE),
+    ModelType("clip_vision_model", _CLIP_KERNEL, "class", False, _CLIP_SQUARE),
+    ModelType("clip", _CLIP_KERNEL, "class", False, _CLIP_SQUARE, "vision_model.", "vision_config"),
+    ModelType("siglip_vision_model", _CLIP_KERNEL, "none", False, _CLIP_SQUARE),
+    ModelType("siglip", _CLIP_KERNEL, "none", False, _CLIP_SQUARE, "vision_model.", "vision_config"),
 )}
-
 
 def read_json(path: Path, what: str) -> Dict[str, Any]:
     try:

@@ -27,7 +27,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from .atomic import TMP_SUFFIX, OutputError, check_output_folder, sweep_stale_temps, write_folder_atomic
-from .checkpoint import Checkpoint, CheckpointError, Embedding, Pair, format_pair, load_checkpoint, save_checkpoint
+from .checkpoint import (Checkpoint, CheckpointError, Embedding, Pair, format_pair, load_checkpoint, recipe_defaults,
+                         save_checkpoint)
 from .hf_config import CONFIG_NAME, PROCESSOR_NAMES, ModelConfig, json_text, read_config, read_json, updated_processor
 from .records import method_from_record, mismatch_warning, step_for, store_records, table_record
 from .resizing import Change, method_from_args, method_given, plan_patch, plan_resize
@@ -156,7 +157,7 @@ def _layout(cfg: ModelConfig, loaded: _Loaded) -> Tuple[Embedding, Checkpoint, C
             view[extra] = shard.obj[extra]
     view[key] = table_ckpt.obj[key]
     table, name = view[key], f"{table_ckpt.path}: {key}"
-    dims = 2 if cfg.type.ids else 3  # nn.Embedding weight (tokens, dim); nn.Parameter (1, tokens, dim)
+    dims = 2 if cfg.type.recipe.embedding else 3  # nn.Embedding weight (tokens, dim); nn.Parameter (1, tokens, dim)
     if table.dim() != dims or (dims == 3 and table.shape[0] != 1) or not table.is_floating_point():
         raise CheckpointError(f"{name} is {tuple(table.shape)} {str(table.dtype).replace('torch.', '')}, not the "
                               f"floating-point {'(tokens, dim)' if dims == 2 else '(1, tokens, dim)'} table of a "
@@ -174,8 +175,9 @@ def _layout(cfg: ModelConfig, loaded: _Loaded) -> Tuple[Embedding, Checkpoint, C
         raise CheckpointError(f"{cfg.path}: patch {format_pair(cfg.patch)} and a {table.shape[-1]}-wide table, "
                               f"but {kernel_key} is {tuple(kernel.shape)}; config.json and the weights disagree")
     extras = [(ids_key,)] if ids_key in view and view[ids_key].shape[-1] == tokens else []
-    emb = Embedding((key,), f"hf-{cfg.type.name}", cfg.type.profile, tuple(table.shape), table.dtype, prefix,
-                    grid, cfg.patch, (kernel_key,), extras)
+    profile, settings = recipe_defaults(cfg.type.recipe)
+    emb = Embedding((key,), f"hf-{cfg.type.name}", profile, tuple(table.shape), table.dtype, prefix,
+                    grid, cfg.patch, (kernel_key,), extras, settings)
     return emb, table_ckpt, Checkpoint(table_ckpt.path, table_ckpt.format, view, table_ckpt.metadata)
 
 

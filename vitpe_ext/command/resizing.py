@@ -122,16 +122,21 @@ def method_given(args) -> bool:
                 or args.antialias is not None)
 
 
+def default_method(emb: Embedding) -> Method:
+    """How emb's library resizes it: its family's profile, with what an HF model's recipe sets beside it."""
+    return Method(profile=emb.profile, **emb.settings)
+
+
 def method_from_args(args, emb: Embedding) -> Method:
     """The Method `vitpe resize`'s --profile/--mode/--align-corners/--antialias/
-    --sincos name, emb's family profile where none is given."""
+    --sincos name, emb's default_method where none is given."""
     explicit = args.mode is not None or args.align_corners is not None or args.antialias is not None
     if args.sincos:
         if explicit or args.profile:
             raise CheckpointError("--sincos regenerates the table; it takes no --profile/--mode/--align-corners/--antialias")
         return Method(sincos=True)
-    profile = args.profile if (args.profile or explicit) else emb.profile
-    method = Method(profile=profile, mode=args.mode, align_corners=args.align_corners, antialias=args.antialias)
+    method = (Method(profile=args.profile, mode=args.mode, align_corners=args.align_corners, antialias=args.antialias)
+              if args.profile or explicit else default_method(emb))
     method.resolved()  # a contradiction with the profile fails here, before any work
     return method
 
@@ -260,5 +265,5 @@ def plan_patch(ckpt: Checkpoint, emb: Embedding, image_size: Optional[Pair], new
 
 
 def _patch_suffix(family: str) -> str:
-    base = {"mae": "timm", "dinov2": "timm", "dinov2-reg": "timm", "hf-dinov2-reg": "hf"}.get(family, family)
+    base = {"mae": "timm", "dinov2": "timm", "dinov2-reg": "timm", "hf-dinov2": "hf", "hf-dinov2-reg": "hf"}.get(family, family)
     return FAMILY_BY_NAME[base].patch_suffix if base in FAMILY_BY_NAME else "?"

@@ -4,6 +4,7 @@
     timm.py          timm's resample_abs_pos_embed through vitpe, patch()
     rel_pos.py       relative-position-bias tables (Swin, BEiT, LeViT, MaxViT); timm's _simple/_levit
     transformers.py  HF transformers' interpolate_pos_encoding (ViT, DeiT, Dinov2, CLIP, ...) via vitpe, patch()
+    hf_recipes.py    what each HF model's interpolate_pos_encoding computes (the drop-in's and the command's)
     dynamic.py       DynamicPosEmbed: a table for any grid, cached while no gradient is wanted
     param_groups.py  layer-wise learning-rate groups for torchvision and timm ViTs
     schedules.py     warmup + cosine/constant lr schedules that keep each group's own lr

@@ -2,20 +2,11 @@
 interpolate_pos_encoding through vitpe.
 
 transformers (5.24) gives each vision model its own copy of
-interpolate_pos_encoding(embeddings, height, width). The copies share one
-frame: keep the table's first P tokens, read the rest as a square grid, resize
-it with F.interpolate(size=(height // patch, width // patch)), and return the
-table itself (no resize) when the token count already matches and height ==
-width, except under torch.jit tracing. They differ in where the table and
-the patch size live and in the arithmetic:
-
-    ViT, DeiT (P=2), CLIP, SigLIP (P=0), BLIP, ...   bicubic, in the table's dtype ("hf" profile)
-    Dinov2                                           bicubic, in float32, cast back; prefix not cast
-    Dinov2WithRegisters                              the same with antialias=True
-
-(Dinov2 has no +0.1 scale-factor offset here: that is DINOv2's own hub code,
-the "dinov2" profile.) Each covered class has a recipe below that states its
-copy in the op's terms; a replacement made from it gives HF's numbers.
+interpolate_pos_encoding(embeddings, height, width); hf_recipes.py states each
+copy in the op's terms (its recipe), and a replacement made from a recipe
+gives HF's numbers. Every copy returns the table itself (no resize) when the
+token count already matches and height == width, except under torch.jit
+tracing.
 
 patch() sets the replacement as the method of each covered class, so models
 built before and after it are routed alike, and unpatch() puts the exact
@@ -48,64 +39,22 @@ import io
 import textwrap
 import tokenize
 import warnings
-from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
 from ..op import interpolate_pos_embed
 from ._patching import Patcher, PatchHandle
+from .hf_recipes import (BLIP, CLIP, DEIT, DINOV2, DINOV2_REG, INTERNVL, NO_CLASS, PIXIO, RF_DETR,
+                         SIGLIP, TIPSV2, UNLIMITED_OCR, VIT, Recipe)
 
 __all__ = ["patch", "unpatch", "COVERED"]
 
 
-# -- what each copy of interpolate_pos_encoding does ------------------------------------------
-
-@dataclass(frozen=True)
-class _Recipe:
-    """One copy of HF's interpolate_pos_encoding in the op's terms."""
-    table: str                    # the attribute holding the table
-    embedding: bool               # an nn.Embedding: the table is its .weight, (N, C); else a (1, N, C) tensor
-    prefix: Union[int, str]       # tokens kept before the grid, or the attribute that counts them
-    patch: str                    # where the patch size is read: "int" self.patch_size, "pair"
-                                  # self.patch_size[0], [1], "embeddings" self.patch_embeddings.patch_size
-                                  # (h, w), "config" self.config.patch_size
-    float32: bool = False         # HF casts the grid to float32 and back (its prefix never cast);
-                                  # else F.interpolate runs on the table's dtype
-    mode: str = "bicubic"         # F.interpolate(size=..., mode=mode, align_corners=False, antialias=antialias)
-    antialias: bool = False
-    tracing: str = "jit"          # what skips HF's early return: torch.jit tracing, or "is_tracing",
-                                  # transformers' is_tracing() (jit, dynamo, stream capture)
-
-    def settings(self) -> Dict[str, object]:
-        """interpolate_pos_embed's keywords for this copy."""
-        if self.float32:
-            # grid.to(float32), F.interpolate, .to(dtype), prefix untouched: the "timm" profile's
-            # arithmetic, with the mode and flags set
-            return {"profile": "timm", "mode": self.mode, "align_corners": False, "antialias": self.antialias}
-        if self.mode == "bicubic" and not self.antialias:
-            return {"profile": "hf"}
-        return {"mode": self.mode, "align_corners": False, "antialias": self.antialias}
-
-
-_VIT = _Recipe("position_embeddings", False, 1, "int")
-_DEIT = _Recipe("position_embeddings", False, 2, "int")
-_NO_CLASS = _Recipe("position_embeddings", False, 0, "int")
-_BLIP = _Recipe("position_embedding", False, 1, "int")
-_INTERNVL = _Recipe("position_embeddings", False, 1, "pair")
-_CLIP = _Recipe("position_embedding", True, 1, "int")
-_SIGLIP = _Recipe("position_embedding", True, 0, "int")
-_DINOV2 = _Recipe("position_embeddings", False, 1, "embeddings", float32=True)
-_DINOV2_REG = _Recipe("position_embeddings", False, 1, "embeddings", float32=True, antialias=True)
-_RF_DETR = _Recipe("position_embeddings", False, 1, "int", float32=True, antialias=True)
-_UNLIMITED_OCR = _Recipe("position_embedding", True, 1, "int", float32=True, antialias=True)
-_TIPSV2 = _Recipe("position_embeddings", False, 1, "config", float32=True, mode="bilinear", antialias=True)
-_PIXIO = _Recipe("position_embeddings", False, "n_cls_tokens", "int", float32=True, tracing="is_tracing")
-
 # (recipe, fingerprint of the method's code in transformers 5.24, the classes with that code).
 # Classes that share a fingerprint are "# Copied from" / modular copies of one method.
 _GROUPS = (
-    (_VIT, "ded6e050f4f5bf8f", (
+    (VIT, "ded6e050f4f5bf8f", (
         ("vit.modeling_vit", "ViTEmbeddings"),
         ("vit_msn.modeling_vit_msn", "ViTMSNEmbeddings"),
         ("vit_mae.modeling_vit_mae", "ViTMAEEmbeddings"),
@@ -113,12 +62,12 @@ _GROUPS = (
         ("data2vec.modeling_data2vec_vision", "Data2VecVisionEmbeddings"),
         ("flava.modeling_flava", "FlavaImageEmbeddings"),
     )),
-    (_DEIT, "85ea60e54f15ef3a", (("deit.modeling_deit", "DeiTEmbeddings"),)),
-    (_DINOV2, "ff7be8dfc2073fae", (("dinov2.modeling_dinov2", "Dinov2Embeddings"),)),
-    (_DINOV2_REG, "927fc1e311008497", (
+    (DEIT, "85ea60e54f15ef3a", (("deit.modeling_deit", "DeiTEmbeddings"),)),
+    (DINOV2, "ff7be8dfc2073fae", (("dinov2.modeling_dinov2", "Dinov2Embeddings"),)),
+    (DINOV2_REG, "927fc1e311008497", (
         ("dinov2_with_registers.modeling_dinov2_with_registers", "Dinov2WithRegistersEmbeddings"),
     )),
-    (_CLIP, "30253aec7be8f8fb", (
+    (CLIP, "30253aec7be8f8fb", (
         ("clip.modeling_clip", "CLIPVisionEmbeddings"),
         ("altclip.modeling_altclip", "AltCLIPVisionEmbeddings"),
         ("bridgetower.modeling_bridgetower", "BridgeTowerVisionEmbeddings"),
@@ -131,32 +80,32 @@ _GROUPS = (
         ("owlv2.modeling_owlv2", "Owlv2VisionEmbeddings"),
         ("x_clip.modeling_x_clip", "XCLIPVisionEmbeddings"),
     )),
-    (_SIGLIP, "a014e5e3ff757824", (
+    (SIGLIP, "a014e5e3ff757824", (
         ("siglip.modeling_siglip", "SiglipVisionEmbeddings"),
         ("janus.modeling_janus", "JanusVisionEmbeddings"),
         ("granite_docling.modeling_granite_docling", "GraniteDoclingVisionEmbeddings"),
     )),
-    (_BLIP, "44452ba169eb8a17", (
+    (BLIP, "44452ba169eb8a17", (
         ("blip.modeling_blip", "BlipVisionEmbeddings"),
         ("blip_2.modeling_blip_2", "Blip2VisionEmbeddings"),
         ("instructblip.modeling_instructblip", "InstructBlipVisionEmbeddings"),
         ("instructblipvideo.modeling_instructblipvideo", "InstructBlipVideoVisionEmbeddings"),
     )),
-    (_NO_CLASS, "3e2c8e4bf280979e", (
+    (NO_CLASS, "3e2c8e4bf280979e", (
         ("groupvit.modeling_groupvit", "GroupViTVisionEmbeddings"),
         ("ijepa.modeling_ijepa", "IJepaEmbeddings"),
     )),
-    (_NO_CLASS, "7b33c5b1254c49ad", (("swin.modeling_swin", "SwinEmbeddings"),)),
-    (_INTERNVL, "e0da71f420082fc5", (
+    (NO_CLASS, "7b33c5b1254c49ad", (("swin.modeling_swin", "SwinEmbeddings"),)),
+    (INTERNVL, "e0da71f420082fc5", (
         ("internvl.modeling_internvl", "InternVLVisionEmbeddings"),
         ("qianfan_ocr.modeling_qianfan_ocr", "QianfanOCRVisionEmbeddings"),
     )),
-    (_RF_DETR, "dd04bd2af5bc1c9e", (("rf_detr.modeling_rf_detr", "RfDetrDinov2Embeddings"),)),
-    (_UNLIMITED_OCR, "5c791655f55d842f", (
+    (RF_DETR, "dd04bd2af5bc1c9e", (("rf_detr.modeling_rf_detr", "RfDetrDinov2Embeddings"),)),
+    (UNLIMITED_OCR, "5c791655f55d842f", (
         ("unlimited_ocr.modeling_unlimited_ocr", "UnlimitedOcrVisionEmbeddings"),
     )),
-    (_TIPSV2, "1686bacc20a2495e", (("tipsv2.modeling_tipsv2", "Tipsv2VisionEmbeddings"),)),
-    (_PIXIO, "73fab5a22b64ed51", (("pixio.modeling_pixio", "PixioEmbeddings"),)),
+    (TIPSV2, "1686bacc20a2495e", (("tipsv2.modeling_tipsv2", "Tipsv2VisionEmbeddings"),)),
+    (PIXIO, "73fab5a22b64ed51", (("pixio.modeling_pixio", "PixioEmbeddings"),)),
 )
 
 # "model.Class" for every covered class, in the order above.
@@ -179,7 +128,7 @@ def _is_size(value) -> bool:
     return _is_int(value) or isinstance(value, torch.SymInt)
 
 
-def _patch_size(module, recipe: _Recipe) -> Optional[Tuple[int, int]]:
+def _patch_size(module, recipe: Recipe) -> Optional[Tuple[int, int]]:
     """The patch size as HF's method reads it, or None where its code would
     not compute a grid from it (HF then raises, or does something else)."""
     try:
@@ -206,7 +155,7 @@ def _patch_size(module, recipe: _Recipe) -> Optional[Tuple[int, int]]:
     return (ph, pw) if _is_int(ph) and _is_int(pw) and ph > 0 and pw > 0 else None
 
 
-def _plan(module, recipe: _Recipe, embeddings, height, width):
+def _plan(module, recipe: Recipe, embeddings, height, width):
     """(table, new grid, old grid, prefix) for the op, or None: HF's early
     return, or a call only HF's own code answers."""
     if not (_is_size(height) and _is_size(width)) or not isinstance(embeddings, torch.Tensor) \
@@ -248,7 +197,7 @@ def _plan(module, recipe: _Recipe, embeddings, height, width):
     return table, new_grid, (side, side), prefix
 
 
-def _make_replacement(original: Callable, recipe: _Recipe) -> Callable:
+def _make_replacement(original: Callable, recipe: Recipe) -> Callable:
     settings = recipe.settings()
     # the tracing test HF's method uses: torch.jit's, or transformers' is_tracing as its module binds it
     hf_is_tracing = (torch.jit.is_tracing if recipe.tracing == "jit"
