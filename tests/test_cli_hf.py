@@ -308,10 +308,12 @@ def test_sharded_safetensors(tmp_path, capsys):
     assert new_index["metadata"] == {"total_size": sizes, "total_parameters": params}
 
 
-@pytest.mark.parametrize("kind", DINOV2)
+@pytest.mark.parametrize("kind", ["clip_vision_model", "siglip_vision_model", "dinov2", "dinov2_with_registers"])
 def test_a_weights_file_alone_resizes_as_its_folder(tmp_path, capsys, kind):
-    """save_pretrained's model.safetensors given alone: resized with the model's own arithmetic
-    (Dinov2's float32 grid and untouched class token, in a float64 table), as the folder is."""
+    """save_pretrained's model.safetensors given alone: its table is found (CLIPVisionModel and
+    SiglipVisionModel save it without a vision_model. prefix), its prefix tokens inferred (CLIP's
+    class token beside it, SigLIP's none) and resized with the model's own arithmetic (Dinov2's
+    float32 grid and untouched class token, in a float64 table), as the folder is."""
     from safetensors.torch import load_file
     model, _ = make_model(tmp_path, kind)
     model = model.double()
@@ -329,6 +331,21 @@ def test_a_weights_file_alone_resizes_as_its_folder(tmp_path, capsys, kind):
     assert alone.keys() == whole.keys()
     for key, value in alone.items():
         assert torch.equal(value, whole[key]), key
+
+
+def test_a_clip_table_without_its_class_token_is_refused(tmp_path, capsys):
+    """A CLIP table holds a class token exactly when class_embedding lies beside it (SigLIP has
+    neither): without it, the token count is not taken as a hint."""
+    from safetensors.torch import load_file, save_file
+    _, folder = make_model(tmp_path, "clip_vision_model")
+    state = load_file(folder / "model.safetensors")
+    del state["embeddings.class_embedding"]
+    save_file(state, tmp_path / "partial.safetensors")
+    out = tmp_path / "out.safetensors"
+    code, _, err = run(["resize", tmp_path / "partial.safetensors", out, "--image-size", "48"], capsys)
+    assert_one_line_error(code, err, "cannot infer the grid of embeddings.position_embedding.weight (17 tokens): "
+                          "no prefix-token count leaves a square grid (tried 0 prefix tokens)", "pass --old-grid HxW")
+    assert not out.exists()
 
 
 def test_pytorch_model_bin_and_safetensors_both_resized(tmp_path, capsys):

@@ -301,8 +301,9 @@ FAMILIES = (
     Family("torchvision", "encoder.pos_embedding", "conv_proj.weight", "torchvision"),
     Family("timm", "pos_embed", "patch_embed.proj.weight", "timm"),  # also MAE, DeiT, DINOv2
     Family("hf", "embeddings.position_embeddings", "embeddings.patch_embeddings.projection.weight", "hf"),
-    Family("hf-clip", "vision_model.embeddings.position_embedding.weight",
-           "vision_model.embeddings.patch_embedding.weight", "hf"),
+    # CLIP and SigLIP vision embeddings: an nn.Embedding (tokens, dim); under "vision_model." in a
+    # dual model's file, without it in a CLIPVisionModel/SiglipVisionModel one
+    Family("hf-clip", "embeddings.position_embedding.weight", "embeddings.patch_embedding.weight", "hf"),
     Family("openai-clip", "visual.positional_embedding", "visual.conv1.weight", "hf"),
 )
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
@@ -319,7 +320,17 @@ def _match_family(name: Any) -> Optional[Tuple[Family, str]]:
 
 
 def find_embedding_keys(ckpt: Checkpoint) -> List[Key]:
-    return [key for key, _ in ckpt.items() if _match_family(key[-1]) is not None]
+    keys = []
+    for key, _ in ckpt.items():
+        matched = _match_family(key[-1])
+        if matched is None:
+            continue
+        family, model_prefix = matched
+        # a CLIP/SigLIP text tower's table has the vision one's name but no patch embedding beside it
+        if family.name == "hf-clip" and _sibling(ckpt, key, model_prefix, family.patch_suffix) is None:
+            continue
+        keys.append(key)
+    return keys
 
 
 def related_keys(ckpt: Checkpoint, limit: int = 8) -> List[str]:
@@ -407,7 +418,7 @@ def _prefix_hints(ckpt: Checkpoint, key: Key, family: Optional[Family], model_pr
     if family.name == "hf":
         return [1 + has("embeddings.distillation_token")]  # HF registers have no position embedding
     if family.name == "hf-clip":
-        return [1] if has("vision_model.embeddings.class_embedding") else [0]  # SigLIP has no class token
+        return [1] if has("embeddings.class_embedding") else [0]  # SigLIP has no class token
     if family.name == "openai-clip":
         return [1]
     # timm-style: class/dist/register tokens, in the table unless no_embed_class
@@ -527,7 +538,7 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
 
     extras = []
     if family is not None and family.name == "hf-clip":
-        ids = _sibling(ckpt, key, model_prefix, "vision_model.embeddings.position_ids")
+        ids = _sibling(ckpt, key, model_prefix, "embeddings.position_ids")
         if ids is not None and ckpt.get(ids).shape[-1] == tokens:
             extras.append(ids)  # old CLIP checkpoints store arange(L) as a buffer
 
