@@ -544,6 +544,49 @@ def test_force_without_renameat2_renames_aside(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]
 
 
+CRASH_BETWEEN_RENAMES = """
+import os, sys
+from vitpe_ext.command import atomic, cli
+atomic._renameat2 = lambda src, dst, flags: False
+rename, out = os.rename, os.path.abspath(sys.argv[2])
+
+def rename_then_crash(src, dst):
+    rename(src, dst)
+    if os.path.abspath(src) == out:  # OUT moved aside, the new folder not yet in place
+        os._exit(137)
+os.rename = rename_then_crash
+cli.main(["resize", sys.argv[1], sys.argv[2], "--image-size", "64", "--force"])
+"""
+
+
+def test_a_crash_between_the_renames_leaves_the_old_out_aside_and_reported(tmp_path, capsys):
+    import subprocess
+    import sys
+    _, folder = make_model(tmp_path, "vit")
+    out = tmp_path / "out"
+    assert run(["resize", folder, out, "--image-size", "48"], capsys)[0] == 0
+    crashed = subprocess.run([sys.executable, "-c", CRASH_BETWEEN_RENAMES, folder, out], capture_output=True,
+                             text=True, timeout=300)
+    assert crashed.returncode == 137, crashed.stderr
+    assert not out.exists()
+    aside, = [p for p in tmp_path.iterdir() if p.name.endswith(atomic.ASIDE_SUFFIX)]
+    assert sizes_of(aside, "vit") == (48, 8)
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(atomic.TMP_SUFFIX)]  # the killed run's new folder
+    for repeat in range(2):  # reported by every run in that folder, never removed
+        code, _, err = run(["resize", folder, out, "--image-size", "32", *(["--force"] if repeat else [])], capsys)
+        assert code == 0, err
+        note = next(line for line in err.splitlines() if str(aside) in line)
+        if repeat:
+            assert note == (f"vitpe resize: note: {aside}: the previous {out}, moved aside by a vitpe run "
+                            f"interrupted while replacing it; vitpe never deletes it: {out} is newer, delete this "
+                            f"copy if you do not need it")
+        else:
+            assert note == (f"vitpe resize: note: {aside}: your folder {out}, moved aside by a vitpe run "
+                            f"interrupted while replacing it; vitpe never deletes it: rename it back to {out}")
+        assert sizes_of(aside, "vit") == (48, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([aside.name, "model", "out"])  # the temp swept
+
+
 @pytest.mark.parametrize("setup,force,needles", [
     ("file", True, ["exists and is not a folder; the output is a folder"]),
     ("link", True, ["is a symbolic link (to"]),

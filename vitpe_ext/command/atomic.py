@@ -17,7 +17,10 @@ the boot id. A SIGKILL cannot be caught, so a later run can prove such a file
 stale -- written in an earlier boot, or by a PID that no longer runs or now
 belongs to a process started at another time -- and remove it
 (sweep_stale_temps). Catchable signals remove the temporary file at once
-(cleanup_on_signals).
+(cleanup_on_signals). A folder OUT that --force replaces on a system without
+renameat2 is renamed aside first, to `.<OUT>.<pid>-<start>-<boot>-<random>.vitpe-old`:
+a name the sweep never removes but reports, because after a crash between the
+two renames that folder is the user's only copy of OUT.
 """
 from __future__ import annotations
 
@@ -34,7 +37,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Set
 
 TMP_SUFFIX = ".vitpe-tmp"
-_TMP_NAME = re.compile(r"\.(\d+)-(\d+)-([0-9a-f]+)-[0-9a-z]+" + re.escape(TMP_SUFFIX) + "$")
+ASIDE_SUFFIX = ".vitpe-old"
+_TMP_NAME = re.compile(r"^\.(.*)\.(\d+)-(\d+)-([0-9a-f]+)-[0-9a-z]+(" + re.escape(TMP_SUFFIX) + "|"
+                       + re.escape(ASIDE_SUFFIX) + ")$", re.DOTALL)
 
 _live_temps: Set[str] = set()       # temporary files this process is writing now
 _signalled: Optional[int] = None    # the signal that interrupted this process, if any
@@ -76,46 +81,60 @@ def _start_time(pid: int) -> Optional[str]:
     return data[data.rindex(b")") + 2:].split()[19].decode()
 
 
-def _temp_name(out_name: str) -> str:
+def _temp_name(out_name: str, suffix: str = TMP_SUFFIX) -> str:
     pid = os.getpid()
     try:
         start = _start_time(pid) or "0"
     except OSError:
         start = "0"
     base = out_name.encode()[:150].decode(errors="ignore")  # the whole name must stay under 255 bytes
-    return f".{base}.{pid}-{start}-{_boot_id() or '0'}-{secrets.token_hex(4)}{TMP_SUFFIX}"
+    return f".{base}.{pid}-{start}-{_boot_id() or '0'}-{secrets.token_hex(4)}{suffix}"
 
 
 def temp_state(name: str) -> str:
     """'stale' (its writer provably no longer runs), 'live' or 'unknown'."""
     match = _TMP_NAME.search(name)
     boot = _boot_id()
-    if match is None or boot is None or match.group(3) == "0" or match.group(2) == "0":
+    if match is None or boot is None or match.group(4) == "0" or match.group(3) == "0":
         return "unknown"
-    if match.group(3) != boot:
+    if match.group(4) != boot:
         return "stale"  # written before the last reboot
     try:
-        start = _start_time(int(match.group(1)))
+        start = _start_time(int(match.group(2)))
     except (OSError, ValueError, IndexError):
         return "unknown"
-    return "live" if start == match.group(2) else "stale"  # gone, or the PID was reused
+    return "live" if start == match.group(3) else "stale"  # gone, or the PID was reused
+
+
+def _aside_note(entry: os.DirEntry) -> str:
+    original = os.path.join(os.path.dirname(entry.path), _TMP_NAME.search(entry.name).group(1))
+    if os.path.lexists(original):
+        return (f"{entry.path}: the previous {original}, moved aside by a vitpe run interrupted while replacing "
+                f"it; vitpe never deletes it: {original} is newer, delete this copy if you do not need it")
+    return (f"{entry.path}: your folder {original}, moved aside by a vitpe run interrupted while replacing it; "
+            f"vitpe never deletes it: rename it back to {original}")
 
 
 def sweep_stale_temps(folder) -> List[str]:
     """Remove this user's provably stale vitpe temporary files in folder; a
-    line for each one removed and each one that cannot be proven stale."""
+    line for each one removed, each one that cannot be proven stale, and each
+    folder an interrupted run left renamed aside (never removed)."""
     notes = []
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return notes
     for entry in entries:
-        if not (entry.name.startswith(".") and entry.name.endswith(TMP_SUFFIX)):
+        aside = entry.name.endswith(ASIDE_SUFFIX) and _TMP_NAME.search(entry.name) is not None
+        if not (entry.name.startswith(".") and (entry.name.endswith(TMP_SUFFIX) or aside)):
             continue
         path = entry.path
         state = temp_state(entry.name)
         if state == "live":
             continue  # another vitpe is writing it now
+        if aside:
+            notes.append(_aside_note(entry))
+            continue
         try:
             mine = entry.stat(follow_symlinks=False).st_uid == os.getuid()
         except OSError:
@@ -129,7 +148,7 @@ def sweep_stale_temps(folder) -> List[str]:
                 notes.append(f"{path}: stale temporary {what} of a killed vitpe run; cannot remove it "
                              f"({exc.strerror})")
             else:
-                pid = _TMP_NAME.search(entry.name).group(1)
+                pid = _TMP_NAME.search(entry.name).group(2)
                 notes.append(f"removed {path}: temporary {what} of vitpe process {pid}, which ended without "
                              f"finishing it (killed?)")
         else:
@@ -358,8 +377,8 @@ def write_folder_atomic(out_path, fill: Callable[[Path], None], overwrite: bool 
     With overwrite, an existing OUT is exchanged with the new folder in one
     step (renameat2 RENAME_EXCHANGE) and then removed, so OUT never goes
     missing; where the system cannot exchange, OUT is renamed aside first
-    (a crash between the two renames leaves both folders as temporary ones,
-    which the next run reports)."""
+    (ASIDE_SUFFIX: a crash between the two renames leaves the old OUT there,
+    which the next run reports and never removes)."""
     out = Path(out_path)
     existed = check_output_folder(out, overwrite, exists_hint)
     tmp = out.parent / _temp_name(out.name)
@@ -378,7 +397,7 @@ def write_folder_atomic(out_path, fill: Callable[[Path], None], overwrite: bool 
             if _renameat2(str(tmp), str(out), _RENAME_EXCHANGE):
                 old = tmp
             else:
-                aside = out.parent / _temp_name(out.name)
+                aside = out.parent / _temp_name(out.name, ASIDE_SUFFIX)
                 os.rename(out, aside)
                 try:
                     os.rename(tmp, out)
@@ -386,7 +405,13 @@ def write_folder_atomic(out_path, fill: Callable[[Path], None], overwrite: bool 
                     with suppress(OSError):
                         os.rename(aside, out)  # put OUT back
                     raise
-                old = aside
+                # OUT is replaced: the old one becomes a temporary folder before it is deleted, so a
+                # crash while deleting it leaves one the next sweep removes, not a half-deleted "old OUT"
+                old = out.parent / _temp_name(out.name)
+                try:
+                    os.rename(aside, old)
+                except OSError:
+                    old = aside
         elif not _renameat2(str(tmp), str(out), _RENAME_NOREPLACE):
             check_output_folder(out, False, exists_hint)  # no renameat2 here: check, then rename
             os.rename(tmp, out)
