@@ -1,14 +1,26 @@
-"""Build vitpe_ext._C: pure-C kernels (a static library compiled as C11 by the C
-compiler, not by ninja's C++ rule), CUDA C kernels when a matching toolkit is
-present, and a thin C++ shim on the LibTorch stable ABI.
+"""Build vitpe_ext: pure-C kernels (a static library compiled as C11 by the C
+compiler, not by ninja's C++ rule) and a thin C++ shim on the LibTorch stable
+ABI, as two Python extension modules of the limited API (one abi3 wheel for
+CPython >= 3.10 and torch >= 2.11):
+
+  vitpe_ext._C       schemas + CPU kernels; links libtorch only, so it loads
+                     into CPU-only and CUDA torch alike
+  vitpe_ext._C_cuda  the CUDA C kernels and their registration; links
+                     libtorch_cuda (cudart statically), so vitpe_ext imports
+                     it only when torch is a CUDA build (op/backends.py)
 
 Switches (environment):
-  VITPE_CUDA=1   build the CUDA kernels (fail if no toolkit matches torch)
-  VITPE_CUDA=0   CPU only
-  (unset)        CUDA when torch is a CUDA build and nvcc of the same major
+  VITPE_CUDA=1   build _C_cuda (fail if no toolkit matches torch)
+  VITPE_CUDA=0   CPU only (_C alone)
+  (unset)        _C_cuda when torch is a CUDA build and nvcc of the same major
                  version is found
   VITPE_DEBUG=1  -O0 -g
-  TORCH_CUDA_ARCH_LIST  GPU architectures (default "8.0;9.0+PTX")
+  TORCH_CUDA_ARCH_LIST  GPU architectures (default "8.0;9.0;10.0+PTX": SASS
+                 for A100/A10/L4/RTX 30-40 (8.x), H100/H200, B200, and PTX
+                 that the driver compiles for later GPUs)
+
+Wheel and sdist: `python -m build --no-isolation` (make wheel); the version
+is vitpe_ext/_version.py's, read by pyproject.toml.
 """
 import glob
 import os
@@ -73,18 +85,35 @@ def want_cuda():
 
 CUDA = want_cuda()
 if CUDA:
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0+PTX")
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0;10.0+PTX")
 
 # -ffp-contract=off: the tap formulas emulate ATen's float arithmetic step by
 # step; a fused multiply-add would round differently.
 C_FLAGS = OPT + ["-std=c11", "-fPIC", "-ffp-contract=off", "-Wall", "-Wextra"]
-CXX_FLAGS = OPT + ["-std=c++17", "-DPy_LIMITED_API=0x03090000", TARGET_VERSION]
+# The limited API of CPython 3.10: the wheel is tagged cp310-abi3 and loads
+# into every later CPython.
+CXX_FLAGS = OPT + ["-std=c++17", "-DPy_LIMITED_API=0x030A0000", TARGET_VERSION]
 NVCC_FLAGS = OPT + ["-fmad=false", "-std=c++17"]
-sources = ["csrc/shim.cpp"]
+
+ext_modules = [CppExtension(
+    "vitpe_ext._C", ["csrc/shim.cpp"],
+    include_dirs=[os.path.abspath("csrc")],
+    py_limited_api=True,
+    extra_compile_args={"cxx": CXX_FLAGS},
+)]
 if CUDA:
-    CXX_FLAGS += ["-DUSE_CUDA", "-DVITPE_WITH_CUDA"]
-    sources += ["csrc/vitpe_cuda.cu", "csrc/vitpe_cuda_plan.cu"]
-Extension = CUDAExtension if CUDA else CppExtension
+    cuda = CUDAExtension(
+        "vitpe_ext._C_cuda", ["csrc/shim_cuda.cpp", "csrc/vitpe_cuda.cu", "csrc/vitpe_cuda_plan.cu"],
+        include_dirs=[os.path.abspath("csrc")],
+        py_limited_api=True,
+        extra_compile_args={"cxx": CXX_FLAGS + ["-DUSE_CUDA", "-DVITPE_WITH_CUDA"],
+                            "nvcc": NVCC_FLAGS},
+    )
+    # The CUDA runtime linked in, not libcudart.so.13 as a dependency: the
+    # module then loads beside any CUDA torch's own runtime (the kernels need
+    # a driver of CUDA 13 or later, checked at the first call).
+    cuda.libraries = ["cudart_static" if lib == "cudart" else lib for lib in cuda.libraries] + ["rt", "dl"]
+    ext_modules.append(cuda)
 
 setup(
     libraries=[("vitpe_kernels", {
@@ -92,12 +121,7 @@ setup(
         "include_dirs": ["csrc"],
         "cflags": C_FLAGS,
     })],
-    ext_modules=[Extension(
-        "vitpe_ext._C", sources,
-        include_dirs=[os.path.abspath("csrc")],
-        py_limited_api=True,
-        extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
-    )],
+    ext_modules=ext_modules,
     cmdclass={"build_ext": BuildExtension},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -7,6 +7,13 @@
 // Errors are thrown as std::invalid_argument (Python ValueError) or
 // std::runtime_error: on torch 2.11 a failing STD_TORCH_CHECK inside a
 // stable-ABI kernel kills the process, a plain C++ throw does not.
+//
+// The file is compiled twice, into two Python modules, so that one wheel
+// serves CPU-only and CUDA torch alike: vitpe_ext._C (this file: schemas, the
+// CPU kernels, links libtorch only) and vitpe_ext._C_cuda (shim_cuda.cpp:
+// VITPE_CUDA_MODULE, the CUDA kernels and only the CUDA registrations; links
+// libtorch_cuda, which a CPU-only torch does not have, so vitpe_ext imports it
+// only under a CUDA torch: vitpe_ext/op/backends.py).
 #include <Python.h>
 
 #include <torch/csrc/stable/library.h>
@@ -38,6 +45,7 @@
 extern "C" int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void** ret_stream);
 #endif
 
+#ifndef VITPE_CUDA_MODULE
 // The Python module vitpe_ext._C: importing it runs the registrations below.
 // It also carries the kernels' mode table, so Python reads the modes instead
 // of copying them: _C.modes is a tuple of (name, align_corners accepted,
@@ -66,8 +74,25 @@ static PyObject* vitpe_mode_table(void) {
   return modes;
 }
 
+// Set by _C._attach_cuda once the CUDA module is loaded: check_call (the fake
+// kernels, dry runs) then refuses a CUDA output larger than the device as the
+// CUDA kernel itself would.
+static int (*cuda_device_memory)(size_t* bytes, int device) = nullptr;
+
+static PyObject* vitpe_attach_cuda(PyObject*, PyObject* capsule) {
+  void* query = PyCapsule_GetPointer(capsule, "vitpe_ext._C_cuda.device_memory");
+  if (!query) return nullptr;
+  cuda_device_memory = reinterpret_cast<int (*)(size_t*, int)>(query);
+  Py_RETURN_NONE;
+}
+
+static PyMethodDef vitpe_methods[] = {
+    {"_attach_cuda", vitpe_attach_cuda, METH_O,
+     "Give the CUDA module's device-memory query to this module (vitpe_ext/op/backends.py)."},
+    {nullptr, nullptr, 0, nullptr}};
+
 extern "C" PyObject* PyInit__C(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, vitpe_methods};
   PyObject* m = PyModule_Create(&module);
   if (!m) return nullptr;
   PyObject* modes = vitpe_mode_table();
@@ -82,6 +107,25 @@ extern "C" PyObject* PyInit__C(void) {
   }
   return m;
 }
+#else
+static int (*cuda_device_memory)(size_t* bytes, int device) = vitpe_cuda_device_memory;
+
+// vitpe_ext._C_cuda: importing it registers the CUDA kernels (below). It holds
+// one attribute, the device-memory query for _C (a capsule).
+extern "C" PyObject* PyInit__C_cuda(void) {
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C_cuda", nullptr, -1, nullptr};
+  PyObject* m = PyModule_Create(&module);
+  if (!m) return nullptr;
+  PyObject* query = PyCapsule_New(reinterpret_cast<void*>(vitpe_cuda_device_memory),
+                                  "vitpe_ext._C_cuda.device_memory", nullptr);
+  if (!query || PyModule_AddObject(m, "device_memory", query) != 0) {
+    Py_XDECREF(query);
+    Py_DECREF(m);
+    return nullptr;
+  }
+  return m;
+}
+#endif
 
 namespace {
 
@@ -339,11 +383,10 @@ uint64_t device_memory_bytes(const torch::stable::Device& device) {
     }();
     return ram;
   }
-#ifdef VITPE_WITH_CUDA
   size_t bytes = 0;
-  if (device.is_cuda() && vitpe_cuda_device_memory(&bytes, device.has_index() ? device.index() : 0) == VITPE_OK)
+  if (device.is_cuda() && cuda_device_memory &&
+      cuda_device_memory(&bytes, device.has_index() ? device.index() : 0) == VITPE_OK)
     return bytes;
-#endif
   return 0;
 }
 
@@ -593,9 +636,9 @@ Tensor resize_table(const char* who, const Tensor& src_in, const Call& c, bool b
 #ifdef VITPE_WITH_CUDA
     run_cuda(c.r, src, dst, backward);
 #else
-    fail(who, ": this vitpe build has no CUDA kernels (built without a CUDA toolchain). "
-         "Rebuild with the CUDA toolkit matching torch.version.cuda on PATH: "
-         "VITPE_CUDA=1 pip install --no-build-isolation --force-reinstall .");
+    // Not reached: _C registers no CUDA kernel (vitpe_ext/op/backends.py
+    // registers the message for a process without the CUDA module).
+    fail(who, ": vitpe_ext._C has no CUDA kernels; they are in vitpe_ext._C_cuda");
 #endif
   } else {
     fail(who, ": tensors must be on the CPU or a CUDA device");
@@ -627,6 +670,7 @@ Tensor interpolate_pos_embed_backward(Tensor grad_output, int64_t input_tokens,
   return resize_table(who, grad_output, c, /*backward=*/true);
 }
 
+#ifndef VITPE_CUDA_MODULE  // registered by _C alone
 // The ops' validation alone, for callers that hold sizes, not tensors: the
 // fake kernels (torch.compile, torch.export) and a dry run. Raises exactly
 // what the op would raise for a table of that shape, dtype and device.
@@ -638,9 +682,11 @@ void check_call_op(std::vector<int64_t> shape, ScalarType dtype, torch::stable::
   check_call(input_tokens.has_value(), shape, dtype, device, input_tokens.value_or(0), new_size,
              old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor);
 }
+#endif
 
 }  // namespace
 
+#ifndef VITPE_CUDA_MODULE
 // The schemas' default mode is the table's (vitpe_modes.h).
 static const char* schema(const char* head, const char* tail) {
   static std::vector<std::unique_ptr<std::string>> kept;  // def() may hold on to the text
@@ -671,9 +717,11 @@ STABLE_TORCH_LIBRARY_IMPL(vitpe, CPU, m) {
   m.impl("interpolate_pos_embed_backward", TORCH_BOX(&interpolate_pos_embed_backward));
 }
 
-// Registered in every build: without CUDA kernels the impl explains how to
-// rebuild instead of the dispatcher's generic "no kernel for CUDA" message.
+#else
+// Only in vitpe_ext._C_cuda. Without it, vitpe_ext/op/backends.py registers
+// a CUDA kernel that says how to get these.
 STABLE_TORCH_LIBRARY_IMPL(vitpe, CUDA, m) {
   m.impl("interpolate_pos_embed", TORCH_BOX(&interpolate_pos_embed));
   m.impl("interpolate_pos_embed_backward", TORCH_BOX(&interpolate_pos_embed_backward));
 }
+#endif

@@ -23,7 +23,9 @@ import pytest
 PACKAGE = "vitpe_ext"
 ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 WINGS = ("op", "integrations", "command")  # each may import only the wings before it
-EXTENSIONS = {"_C"}  # compiled modules: leaves, present or not in this checkout
+# Leaves any wing may import: the compiled modules (present or not in this
+# checkout) and _version.py (the version alone; it imports nothing).
+EXTENSIONS = {"_C", "_C_cuda", "_version"}
 
 
 # -- the graph ----------------------------------------------------------------------
@@ -174,6 +176,7 @@ def test_the_graph_sees_lazy_and_relative_imports():
     assert "vitpe_ext.integrations.sincos" in graph["vitpe_ext.command.checkpoint"]
     assert "vitpe_ext.op.function" in graph["vitpe_ext.op"]
     assert "vitpe_ext._C" in graph["vitpe_ext.op.registration"]
+    assert graph["vitpe_ext._version"] == set()  # a leaf
 
 
 # -- the checker itself, on a small package with the mistakes it must catch ------------

@@ -24,6 +24,6 @@ from .integrations.rel_pos import resize_rel_pos_bias
 from .integrations.schedules import warmup_constant, warmup_cosine
 # vitpe_ext.torchvision and vitpe_ext.timm are imported on demand (they import those libraries).
 
-__version__ = "0.1.0"
+from ._version import __version__
 __all__ = ["interpolate_pos_embed", "MODES", "ops", "profiles", "PROFILES", "DynamicPosEmbed",
            "layer_decay_groups", "resize_rel_pos_bias", "warmup_cosine", "warmup_constant", "__version__"]

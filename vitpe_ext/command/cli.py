@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Set
 
 import torch  # noqa: F401  (load libtorch before vitpe_ext._C)
 
-from ..op import MODES, PROFILES, mode_info
+from ..op import MODES, PROFILES, backends, mode_info
 from .atomic import Interrupted, OutputError, check_output, cleanup_on_signals, sweep_stale_temps, write_atomic
 from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, NoEmbeddingKey, check_storable,
                          describe, find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
@@ -416,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vitpe", description="Resize, inspect and plot Vision Transformer position embeddings.",
         epilog="Checkpoints: .pth/.pt/.bin/.ckpt (loaded with torch.load(weights_only=True), never executing a "
                "pickle) and .safetensors; an output's format follows its extension.")
+    parser.add_argument("--version", action="version", version=backends.describe(),
+                        help="vitpe's version, torch's, and whether vitpe's CUDA kernels are loaded")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("resize", help="resize a checkpoint's position embedding to a new image size",

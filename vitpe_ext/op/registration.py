@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 import torch
 
 from .. import _C  # noqa: F401  (registers torch.ops.vitpe.* before the handles below)
+from . import backends  # noqa: F401  (the CUDA kernels where torch has CUDA)
 from .modes import DEFAULT_MODE
 
 _forward = torch.ops.vitpe.interpolate_pos_embed.default
