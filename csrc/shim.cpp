@@ -110,10 +110,24 @@ extern "C" PyObject* PyInit__C(void) {
 #else
 static int (*cuda_device_memory)(size_t* bytes, int device) = vitpe_cuda_device_memory;
 
+static PyObject* vitpe_diagnose(PyObject*, PyObject* device) {
+  const long index = PyLong_AsLong(device);
+  if (index == -1 && PyErr_Occurred()) return nullptr;
+  char why[512];
+  vitpe_cuda_diagnose(why, sizeof(why), static_cast<int>(index));
+  return PyUnicode_FromString(why);
+}
+
+static PyMethodDef vitpe_cuda_methods[] = {
+    {"diagnose", vitpe_diagnose, METH_O,
+     "diagnose(device_index) -> why the CUDA kernels cannot run there (old driver, no kernels for "
+     "that GPU), with the fix; '' if nothing is in the way."},
+    {nullptr, nullptr, 0, nullptr}};
+
 // vitpe_ext._C_cuda: importing it registers the CUDA kernels (below). It holds
-// one attribute, the device-memory query for _C (a capsule).
+// the device-memory query for _C (a capsule) and diagnose().
 extern "C" PyObject* PyInit__C_cuda(void) {
-  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C_cuda", nullptr, -1, nullptr};
+  static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C_cuda", nullptr, -1, vitpe_cuda_methods};
   PyObject* m = PyModule_Create(&module);
   if (!m) return nullptr;
   PyObject* query = PyCapsule_New(reinterpret_cast<void*>(vitpe_cuda_device_memory),
@@ -558,6 +572,13 @@ void run_cuda(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
                                           &io, ws, stream)
                     : vitpe_forward_cuda(dst.mutable_data_ptr(), src.const_data_ptr(), plan.get(),
                                          &io, ws, stream);
+  if (st == VITPE_ECUDA) {
+    char why[512];
+    vitpe_cuda_diagnose(why, sizeof(why), src.get_device_index());
+    if (why[0])
+      throw std::runtime_error(std::string("vitpe: the CUDA ") + (backward ? "backward" : "forward") +
+                               " pass cannot run: " + why);
+  }
   check_status(st, backward ? "the CUDA backward pass" : "the CUDA forward pass");
 }
 #endif

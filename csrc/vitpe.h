@@ -170,6 +170,9 @@ int vitpe_backward_cuda(void *dinp, const void *dout, const vitpe_plan *plan, co
                         void *workspace, void *stream);
 /* Total memory of CUDA device `device`, in bytes. */
 int vitpe_cuda_device_memory(size_t *bytes, int device);
+/* After a VITPE_ECUDA: why the passes cannot run on `device`, as a sentence
+ * with the fix (an old driver, a GPU without kernels in this build), or "". */
+void vitpe_cuda_diagnose(char *buf, size_t size, int device);
 
 #ifdef __cplusplus
 }

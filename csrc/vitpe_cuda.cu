@@ -35,6 +35,7 @@
  */
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "vitpe.h"
@@ -138,4 +139,39 @@ extern "C" int vitpe_cuda_device_memory(size_t *bytes, int device) {
     *bytes = prop.totalGlobalMem;
     if (device < 64) cached[device] = *bytes;
     return VITPE_OK;
+}
+
+/* Built for the same architectures as the passes: whether the driver holds an
+ * image of it for a device is whether it holds one of theirs. */
+__global__ void vitpe__probe_kernel(void) {}
+
+/* After VITPE_ECUDA, the reason a user can act on: a driver older than this
+ * runtime, or a GPU this build has no kernels for (the wheel's are for sm_80,
+ * sm_90, sm_100 and PTX of compute_100). Writes "" when neither holds; the
+ * CUDA runtime's own last error is left as it was found cleared. */
+extern "C" void vitpe_cuda_diagnose(char *buf, size_t size, int device) {
+    if (!buf || size == 0) return;
+    buf[0] = '\0';
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    if (driver < runtime) {
+        if (driver == 0)
+            snprintf(buf, size, "no NVIDIA driver was found (vitpe's kernels need one for CUDA %d.%d or later)",
+                     runtime / 1000, runtime % 1000 / 10);
+        else
+            snprintf(buf, size, "the NVIDIA driver supports CUDA %d.%d, vitpe's kernels need CUDA %d.%d or later: "
+                     "install a newer NVIDIA driver", driver / 1000, driver % 1000 / 10, runtime / 1000,
+                     runtime % 1000 / 10);
+        cudaGetLastError();
+        return;
+    }
+    struct cudaDeviceProp prop;
+    struct cudaFuncAttributes attr;
+    if (cudaGetDeviceProperties(&prop, device) == cudaSuccess &&
+        cudaFuncGetAttributes(&attr, (const void *)vitpe__probe_kernel) != cudaSuccess)
+        snprintf(buf, size, "this vitpe has no kernels for %s (compute capability %d.%d); build them for it in "
+                 "vitpe's source folder: TORCH_CUDA_ARCH_LIST=%d.%d VITPE_CUDA=1 pip install --no-build-isolation "
+                 "--force-reinstall --no-deps .", prop.name, prop.major, prop.minor, prop.major, prop.minor);
+    cudaGetLastError();
 }

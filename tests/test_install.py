@@ -136,3 +136,15 @@ def test_check_call_knows_cuda_memory():
         pytest.skip("needs a CUDA device")
     with pytest.raises(ValueError, match="memory of the device"):
         vitpe_ext.ops.check_call([1, 197, 768], torch.float32, "cuda", [2**20, 2**20])
+
+
+@pytest.mark.skipif(backends.cuda_module is None, reason="no CUDA module here")
+def test_cuda_failure_is_explained():
+    # What a CUDA error of the kernels is turned into: a driver older than the
+    # kernels' CUDA, or a GPU without kernels in this build, each with its fix.
+    import ctypes.util
+    why = backends.cuda_module.diagnose(0)
+    if torch.cuda.is_available():
+        assert why == "", why  # this build runs here
+    elif ctypes.util.find_library("cuda") is None:
+        assert why.startswith("no NVIDIA driver was found (vitpe's kernels need one for CUDA 13."), why
