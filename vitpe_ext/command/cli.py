@@ -411,12 +411,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse.Action):
+    """--version: one line, unwrapped (argparse's "version" action wraps it at the terminal's width)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(backends.describe())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vitpe", description="Resize, inspect and plot Vision Transformer position embeddings.",
         epilog="Checkpoints: .pth/.pt/.bin/.ckpt (loaded with torch.load(weights_only=True), never executing a "
                "pickle) and .safetensors; an output's format follows its extension.")
-    parser.add_argument("--version", action="version", version=backends.describe(),
+    parser.add_argument("--version", action=_Version, nargs=0,
                         help="vitpe's version, torch's, and whether vitpe's CUDA kernels are loaded")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
