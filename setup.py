@@ -77,9 +77,15 @@ def want_cuda():
     torch_cuda = torch.version.cuda
     matches = torch_cuda is not None and nvcc_major() == int(torch_cuda.split(".")[0])
     if switch == "1" and not matches:
+        if torch_cuda is None:
+            fix = ("this torch is CPU-only: install a CUDA build of torch first, or build without the CUDA "
+                   "module: VITPE_CUDA=0 pip install --no-build-isolation .")
+        else:
+            fix = (f"put nvcc {torch_cuda.split('.')[0]}.x on PATH (or CUDA_HOME=<its toolkit>), or build "
+                   f"without the CUDA module: VITPE_CUDA=0 pip install --no-build-isolation .")
         raise RuntimeError(
             f"VITPE_CUDA=1 but no CUDA toolkit matches torch (torch.version.cuda={torch_cuda}, "
-            f"CUDA_HOME={CUDA_HOME}, nvcc major={nvcc_major()})")
+            f"CUDA_HOME={CUDA_HOME}, nvcc major={nvcc_major()}): {fix}")
     return matches
 
 

@@ -1,6 +1,7 @@
 """The op wing: torch.ops.vitpe.interpolate_pos_embed as Python sees it.
 
     registration.py  fake kernels and the one autograd path of torch.ops.vitpe.*
+    backends.py      which compiled modules load: _C always, _C_cuda under a CUDA torch
     modes.py         the mode table, read from the C kernels
     profiles.py      libraries' conventions, as data
     function.py      the public function: argument types, defaults, profiles resolved
