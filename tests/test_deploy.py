@@ -1,14 +1,15 @@
 """Deploying models that call the op: torch.export, AOTInductor packages and
 TorchScript (script, trace, save/load), each compared with eager.
 
-Three models: a bare module that resizes its table to a grid read off its
+Four models: a bare module that resizes its table to a grid read off its
 input (and returns the table's gradient too, so the backward op is deployed
 as well), a tiny torchvision ViT made dynamic by vitpe_ext.torchvision's
 make_dynamic, and a tiny timm ViT with dynamic_img_size under
-vitpe_ext.timm.patch(). Inputs are multiples of the patch (8): grids 5x3,
-the native 4x4 and 2x6.
+vitpe_ext.timm.patch(), all fed multiples of the patch (8): grids 5x3, the
+native 4x4 and 2x6; and the torchvision ViT made dynamic with pad=True, fed
+sizes that are not (PADDED_SIZES).
 
-The slow part is one AOTInductor compile of all three models at once (about
+The slow part is one AOTInductor compile of all four models at once (about
 a minute on 2 cores, a module fixture); a package loads in a fresh process
 only where the op library is loaded (subprocess tests below).
 """
@@ -33,6 +34,7 @@ from vitpe_ext.torchvision import make_dynamic  # noqa: E402
 
 PATCH = 8
 SIZES = [(40, 24), (32, 32), (16, 48)]  # grids 5x3, native 4x4, 2x6
+PADDED_SIZES = [(37, 45), (32, 32), (17, 47)]  # padded to grids 5x6, native 4x4, 3x6
 OP_LIBRARY = vitpe_ext._C.__file__  # what a process without vitpe's Python loads
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),  # torch.jit.* is deprecated, still used
@@ -72,18 +74,19 @@ def tiny_timm():
 
 
 class Models(torch.nn.Module):
-    """All three behind one input, so that one AOTInductor compile serves them."""
+    """All four behind two inputs, so that one AOTInductor compile serves them."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.bare, self.torchvision, self.timm = ResizeToInput(), tiny_torchvision(), tiny_timm()
+        self.padded = tiny_torchvision(pad=True)
 
-    def forward(self, images):
-        return (*self.bare(images), self.torchvision(images), self.timm(images))
+    def forward(self, images, padded_images):
+        return (*self.bare(images), self.torchvision(images), self.timm(images), self.padded(padded_images))
 
 
-OUTPUTS = ["resized table", "its gradient", "torchvision ViT", "timm ViT"]
+OUTPUTS = ["resized table", "its gradient", "torchvision ViT", "timm ViT", "torchvision ViT, pad=True"]
 
 
 def dynamic_hw():
@@ -92,13 +95,18 @@ def dynamic_hw():
     return {2: PATCH * torch.export.Dim("gh", min=2, max=16), 3: PATCH * torch.export.Dim("gw", min=2, max=16)}
 
 
+def padded_hw():
+    """Any H and W above the patch (make_dynamic(pad=True)): grids from 2 up."""
+    return {2: torch.export.Dim("h", min=PATCH + 1, max=128), 3: torch.export.Dim("w", min=PATCH + 1, max=128)}
+
+
 def images(h, w, seed=0):
     return torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(seed))
 
 
 def eager(model, x):
     with torch.no_grad(), vtimm.patch():
-        return model(x)
+        return model(*x)
 
 
 def assert_outputs_close(got, want):
@@ -144,6 +152,32 @@ def test_export_make_dynamic_torchvision_runs_at_every_size(strict):
             torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_export_make_dynamic_torchvision_pads_at_every_size(strict):
+    # a branch on the padding amount (none at a multiple of the patch) was a
+    # guard export refused for sizes traced as symbols
+    model = tiny_torchvision(pad=True)
+    program = torch.export.export(model, (images(*PADDED_SIZES[0]),), dynamic_shapes=(padded_hw(),), strict=strict)
+    for h, w in PADDED_SIZES + [(24, 16), (9, 128)]:
+        x = images(h, w, seed=1)
+        with torch.no_grad():
+            torch.testing.assert_close(program.module()(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("profile, dtype", [("dinov2", torch.float32), ("timm", torch.float64)])
+def test_export_refuses_a_profile_that_needs_fixed_sizes(profile, dtype):
+    # dinov2's scale factor is a float of the sizes; a narrowing compute dtype
+    # keeps the table as it is on its own grid, a branch on them. int() of the
+    # traced sizes used to fix the program to the example's.
+    module = ResizeWithProfile(profile).to(dtype)
+    dims = {1: torch.export.Dim("h", min=2, max=32), 2: torch.export.Dim("w", min=2, max=32)}
+    tokens = torch.empty(1, 6, 5, 8, dtype=dtype)
+    with pytest.raises(ValueError, match=rf"^interpolate_pos_embed: profile '{profile}' .*; export at a fixed size"):
+        torch.export.export(module, (tokens,), dynamic_shapes=(dims,))
+    program = torch.export.export(module, (tokens,))  # a fixed size exports
+    assert torch.equal(program.module()(tokens), module(tokens))
+
+
 def test_export_timm_dynamic_img_size_runs_at_every_size():
     # non-strict, torch.export's default: strict export of timm's ViT fails in
     # timm's own PatchEmbed (it formats H into an assert message), patched or not
@@ -172,13 +206,14 @@ def test_export_in_training_mode_differentiates_through_the_op():
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    """(models, path of their AOTInductor package, inputs, eager outputs)."""
+    """(models, path of their AOTInductor package, input pairs, eager outputs)."""
     models = Models().eval()
     path = str(tmp_path_factory.mktemp("aoti") / "models.pt2")
     with vtimm.patch():
-        program = torch.export.export(models, (images(*SIZES[0]),), dynamic_shapes=(dynamic_hw(),))
+        program = torch.export.export(models, (images(*SIZES[0]), images(*PADDED_SIZES[0])),
+                                      dynamic_shapes=(dynamic_hw(), padded_hw()))
         torch._inductor.aoti_compile_and_package(program, package_path=path)
-    inputs = [images(h, w, seed=3) for h, w in SIZES]
+    inputs = [(images(*size, seed=3), images(*padded, seed=3)) for size, padded in zip(SIZES, PADDED_SIZES)]
     return models, path, inputs, [eager(models, x) for x in inputs]
 
 
@@ -186,7 +221,7 @@ def test_aoti_package_matches_eager(package):
     models, path, inputs, want = package
     loaded = torch._inductor.aoti_load_package(path)
     for x, w in zip(inputs, want):
-        assert_outputs_close(loaded(x), w)
+        assert_outputs_close(loaded(*x), w)
 
 
 def run_python(code, *args):
@@ -206,7 +241,7 @@ LOAD_AOTI_WITHOUT_VITPE = """
         print("refused:", error)
     torch.ops.load_library(library)  # the op library alone, not vitpe_ext's Python
     model = torch._inductor.aoti_load_package(package)
-    torch.save([model(x) for x in torch.load(inputs)], outputs)
+    torch.save([model(*x) for x in torch.load(inputs)], outputs)
     print("vitpe_ext imported:", "vitpe_ext" in sys.modules)
 """
 
@@ -229,7 +264,7 @@ def test_aoti_package_in_a_process_that_imports_vitpe(package, tmp_path):
     run_python("""
         import sys, torch, vitpe_ext
         model = torch._inductor.aoti_load_package(sys.argv[1])
-        torch.save([model(x) for x in torch.load(sys.argv[2])], sys.argv[3])
+        torch.save([model(*x) for x in torch.load(sys.argv[2])], sys.argv[3])
     """, path, tmp_path / "inputs.pt", tmp_path / "out.pt")
     for got, w in zip(torch.load(tmp_path / "out.pt"), want):
         assert_outputs_close(got, w)

@@ -328,6 +328,25 @@ def test_area_at_traced_sizes_is_refused():
     assert "mode 'area' is adaptive average pooling, which ONNX expresses only for fixed sizes" in message
 
 
+class ProfileAtTracedSize(torch.nn.Module):
+    def __init__(self, profile):
+        super().__init__()
+        self.profile = profile
+
+    def forward(self, table, size):
+        return interpolate_pos_embed(table, (size.shape[0], size.shape[1]), profile=self.profile)
+
+
+@pytest.mark.parametrize("profile, dtype", [("dinov2", torch.float32), ("timm", torch.float64)])
+def test_a_profile_that_needs_fixed_sizes_is_refused_at_traced_sizes(profile, dtype):
+    # The exporter used to retry with the sizes made static and succeed: a
+    # model that onnxruntime refused at any other size.
+    with pytest.raises(Exception, match=rf"ValueError'>: interpolate_pos_embed: profile '{profile}' .*"
+                                        r"export at a fixed size"):
+        export(ProfileAtTracedSize(profile), (torch.randn(1, 1 + 36, 8, dtype=dtype), torch.empty(4, 3)),
+               dynamic_shapes=(None, {0: torch.export.Dim("h", min=1, max=64), 1: None}))
+
+
 def test_routes_and_refusals_without_exporting():
     traced = object()  # a size the exporter hands over as an ONNX value
     route = onnx_export._route
@@ -343,14 +362,17 @@ def test_routes_and_refusals_without_exporting():
 
 # -- dynamic ViTs: torchvision make_dynamic and timm dynamic_img_size -----------------------------
 
-def _check_vit(model, table, head, patch, example, sizes):
+def _check_vit(model, table, head, patch, example, sizes, pad=False):
     # N(0, 1) table and head: the libraries' initial ones (std 0.02 table,
     # torchvision's zero head) would hide a wrong resize in the logits
     with torch.no_grad():
         table.normal_()
         head.weight.normal_()
-    dims = (torch.export.Dim("gh", min=1, max=32), torch.export.Dim("gw", min=1, max=32))
-    program = export(model, (example,), dynamic_shapes=({2: patch * dims[0], 3: patch * dims[1]},), optimize=True)
+    if pad:  # any size above the patch
+        dims = (torch.export.Dim("h", min=patch + 1, max=256), torch.export.Dim("w", min=patch + 1, max=256))
+    else:
+        dims = (patch * torch.export.Dim("gh", min=1, max=32), patch * torch.export.Dim("gw", min=1, max=32))
+    program = export(model, (example,), dynamic_shapes=({2: dims[0], 3: dims[1]},), optimize=True)
     runner = Runner(program)
     assert "Resize" in runner.op_types()
     gen = torch.Generator().manual_seed(3)
@@ -372,6 +394,20 @@ def test_torchvision_make_dynamic_vit():
     # 48x40 traced; then the native 32x32, non-square up and down
     _check_vit(model, model.encoder.pos_embedding, model.heads.head, 8, torch.randn(2, 3, 48, 40),
                [(48, 40), (32, 32), (24, 64), (16, 8)])
+
+
+def test_torchvision_make_dynamic_vit_pads():
+    # The grid was -(-h // p): ONNX's integer Div truncates, so the table came
+    # out at the floored grid and onnxruntime failed at every size that is
+    # not a multiple of the patch.
+    tv_vit = pytest.importorskip("torchvision.models.vision_transformer")
+    from vitpe_ext.torchvision import make_dynamic
+    torch.manual_seed(0)
+    model = tv_vit.VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16,
+                                     mlp_dim=32, num_classes=5)
+    make_dynamic(model.eval(), pad=True)
+    _check_vit(model, model.encoder.pos_embedding, model.heads.head, 8, torch.randn(2, 3, 37, 45),
+               [(37, 45), (32, 32), (17, 63), (9, 9), (40, 24)], pad=True)
 
 
 def test_timm_dynamic_vit_with_registers():

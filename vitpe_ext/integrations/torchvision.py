@@ -18,7 +18,7 @@ import sys
 import types
 import warnings
 from collections import OrderedDict
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -148,17 +148,27 @@ _patcher = Patcher(_restore)
 
 # -- make_dynamic: any input resolution --------------------------------------------
 
-def _pad_to_patch(x: torch.Tensor, p: int, pad: bool) -> torch.Tensor:
-    """x padded bottom/right to a multiple of the patch size p (pad=True,
-    timm's dynamic_img_pad), or checked to be one."""
+def _patch_grid(x: torch.Tensor, p: int, pad: bool) -> Tuple[int, int]:
+    """The patch grid of images x: H/p x W/p, rounded up with pad=True,
+    else H and W must be multiples of the patch size p."""
     h, w = x.shape[-2], x.shape[-1]
-    if pad:
-        pad_h, pad_w = (p - h % p) % p, (p - w % p) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-    elif h % p or w % p:
+    if pad:  # not -(-h // p): ONNX's integer Div truncates, which makes that h // p
+        return (h + p - 1) // p, (w + p - 1) // p
+    if h % p or w % p:
         raise ValueError(f"input {h}x{w} is not a multiple of the patch size {p}; "
                          f"crop/resize it, or make_dynamic(model, pad=True)")
+    return h // p, w // p
+
+
+def _pad_to_patch(x: torch.Tensor, p: int, pad: bool) -> torch.Tensor:
+    """x padded bottom/right to its patch grid (pad=True, timm's
+    dynamic_img_pad), or checked to fill it."""
+    gh, gw = _patch_grid(x, p, pad)
+    if pad:
+        # Padded even by zero rows (a cheap copy): a branch on the amount would
+        # tie an exported program to the example's case. The amount is written
+        # from the grid, so the padded size is visibly grid * p to the tracer.
+        x = F.pad(x, (0, gw * p - x.shape[-1], 0, gh * p - x.shape[-2]))
     return x
 
 
@@ -172,8 +182,7 @@ def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
     """VisionTransformer.forward + Encoder.forward with the position table
     resized to this input's grid."""
     p = self.patch_size
-    h, w = x.shape[-2:]
-    grid = (-(-h // p), -(-w // p)) if self._vitpe_pad else (h // p, w // p)
+    grid = _patch_grid(x, p, self._vitpe_pad)
     if torch.jit.is_scripting():  # the compiler would call the class's _process_input (its size asserts)
         x = self.conv_proj(_pad_to_patch(x, p, self._vitpe_pad)).flatten(2).permute(0, 2, 1)
     else:

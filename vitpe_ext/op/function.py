@@ -116,6 +116,40 @@ def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antiali
     )
 
 
+# -- sizes traced as symbols (torch.export, torch.compile(dynamic=True)) -------------
+
+def as_size(size):
+    """size as an int, or as it is when traced as a symbol: int() would
+    specialise a SymInt to its example value."""
+    return size if isinstance(size, torch.SymInt) else int(size)
+
+
+def is_traced(sizes) -> bool:
+    """Whether any of these sizes is traced rather than known. Dynamo shows
+    a traced size to Python code as an int, hence is_compiling()."""
+    return torch.compiler.is_compiling() or any(isinstance(s, torch.SymInt) for s in sizes)
+
+
+def _check_concrete(sizes, prof: Profile, dtype: torch.dtype) -> None:
+    """ValueError where an export (or symbolic tracing) would fix sizes
+    traced as symbols that the profile's arithmetic needs as numbers: a
+    scale factor from the sizes, or a narrowing compute dtype, whose round
+    trip the unchanged grid must skip. torch.compile may fix them: it guards
+    on the value and recompiles."""
+    from torch.fx.experimental.symbolic_shapes import has_static_value  # loaded by any tracer; sympy: not at import
+    if (torch.compiler.is_compiling() and not torch.compiler.is_exporting()) or all(
+            has_static_value(s) for s in sizes):
+        return
+    if prof.scale_offset is not None:
+        raise ValueError(f"interpolate_pos_embed: profile {prof.name!r} computes its scale factor from the grid "
+                         f"sizes as floats ((new + {prof.scale_offset}) / old), which cannot follow a size traced "
+                         f"as a symbol; export at a fixed size, or use a profile without the offset "
+                         f"(\"dinov2-reg\", \"hf\")")
+    raise ValueError(f"interpolate_pos_embed: profile {prof.name!r} resizes a {dtype} table in "
+                     f"{prof.compute_dtype} but returns it unchanged on its own grid, a branch on sizes traced as "
+                     f"symbols; export at a fixed size, or convert the table to {prof.compute_dtype} first")
+
+
 # -- profiles: a library's conventions, resolved to the op's settings ------------------
 
 def resolve(profile: Optional[str], mode: Optional[str] = None, align_corners: Optional[bool] = None,
@@ -147,9 +181,11 @@ def _interpolate_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix
     old_size = _pair(old_size, "old_size")
     narrowing = (prof.compute_dtype is not None and pos_embed.dtype.is_floating_point
                  and torch.finfo(prof.compute_dtype).bits < torch.finfo(pos_embed.dtype).bits)
-    # Dynamo shows a traced size to this code as an int, hence is_compiling().
-    traced = torch.compiler.is_compiling() or any(isinstance(s, torch.SymInt) for s in (*new_size, *old_size))
-    if traced and prof.scale_offset is None and not narrowing:
+    traced = is_traced((*new_size, *old_size))
+    needs_numbers = prof.scale_offset is not None or narrowing
+    if traced and needs_numbers:
+        _check_concrete((*new_size, *old_size), prof, pos_embed.dtype)
+    if traced and not needs_numbers:
         # Sizes traced as symbols (torch.export, torch.compile(dynamic=True)):
         # a branch on them would specialise the program to the example size or
         # guard it against the table's own grid. None is needed: on an
