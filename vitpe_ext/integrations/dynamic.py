@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..op import interpolate_pos_embed, resolve  # a global: tests count calls by patching it
+from ..op.function import as_size, is_traced
 
 __all__ = ["DynamicPosEmbed", "PosEmbedResizer"]
 
@@ -41,16 +42,10 @@ __all__ = ["DynamicPosEmbed", "PosEmbedResizer"]
 def _grid(size, name) -> Tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
-    # int() would specialise a size traced as a symbol (torch.export) to its example value
-    size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size)
+    size = tuple(as_size(s) for s in size)
     if len(size) != 2:
         raise ValueError(f"{name} must be an int or two ints (height, width), got {size!r}")
     return size
-
-
-def _traced(size) -> bool:
-    # dynamo shows a traced size to Python code as an int, hence is_compiling()
-    return torch.compiler.is_compiling() or any(isinstance(s, torch.SymInt) for s in size)
 
 
 class PosEmbedResizer:
@@ -109,7 +104,7 @@ class PosEmbedResizer:
         """The table resized to new_size; owner: the module the table is a
         parameter of (an FSDP-managed one is never cached)."""
         new_size = _grid(new_size, "new_size")
-        if _traced(new_size):
+        if is_traced(new_size):
             # No branch on the size: it would guard a compiled or exported
             # program against one side (the native grid or the others). The op
             # leaves a finite table unchanged on its own grid.

@@ -25,6 +25,7 @@ from typing import List, Optional
 import torch
 
 from ..op import interpolate_pos_embed
+from ..op.function import as_size, interpolate_resolved
 from ._patching import Patcher, PatchHandle
 from . import rel_pos
 from .rel_pos import resize_rel_pos_bias_table_levit, resize_rel_pos_bias_table_simple
@@ -75,36 +76,18 @@ def resample_abs_pos_embed(
         grid = [old_size[0], old_size[1]]
 
     if torch.jit.is_scripting():
-        out = _resample_scripted(posemb, [new_size[0], new_size[1]], grid, num_prefix_tokens,
-                                 interpolation, antialias, align_corners)
+        # The "timm" profile's settings (PROFILES["timm"]: float32 compute,
+        # prefix not cast), which TorchScript cannot read.
+        out = interpolate_resolved(posemb, [new_size[0], new_size[1]], grid, num_prefix_tokens, interpolation,
+                                   align_corners, antialias, torch.float32, None, False)
     else:
         # The "timm" profile: float32 compute, cast back, prefix not cast.
-        out = interpolate_pos_embed(posemb, (_int(new_size[0]), _int(new_size[1])), (_int(grid[0]), _int(grid[1])),
-                                    num_prefix_tokens, mode=interpolation, align_corners=align_corners,
-                                    antialias=antialias, profile="timm")
+        out = interpolate_pos_embed(posemb, (as_size(new_size[0]), as_size(new_size[1])),
+                                    (as_size(grid[0]), as_size(grid[1])), num_prefix_tokens, mode=interpolation,
+                                    align_corners=align_corners, antialias=antialias, profile="timm")
     if not torch.jit.is_scripting() and verbose:
         shown = tuple(grid) if old_size is None else old_size  # as timm logs it
         _logger.info(f"Resized position embedding: {shown} to {new_size}.")
-    return out
-
-
-def _int(size):
-    # int() would specialise a size traced as a symbol (torch.export) to its example value
-    return size if isinstance(size, torch.SymInt) else int(size)
-
-
-def _resample_scripted(posemb: torch.Tensor, new_size: List[int], old_size: List[int], num_prefix_tokens: int,
-                       interpolation: str, antialias: bool, align_corners: Optional[bool]) -> torch.Tensor:
-    """The "timm" profile as TorchScript can compile it (profiles are Python
-    data the compiler cannot read): the op on a float32 copy, cast back, the
-    prefix tokens kept as they were when the cast narrows (float64 tables)."""
-    out = torch.ops.vitpe.interpolate_pos_embed(posemb.float(), new_size, old_size, num_prefix_tokens,
-                                                interpolation, align_corners, antialias, None)
-    if posemb.dtype == torch.float32:
-        return out
-    out = out.to(posemb.dtype)
-    if num_prefix_tokens > 0 and posemb.dtype == torch.float64:
-        out = torch.cat([posemb[:, :num_prefix_tokens], out[:, num_prefix_tokens:]], dim=1)
     return out
 
 

@@ -172,10 +172,19 @@ def _pad_to_patch(x: torch.Tensor, p: int, pad: bool) -> torch.Tensor:
     return x
 
 
-def _dynamic_process_input(self, x: torch.Tensor) -> torch.Tensor:
+# torch.jit.script compiles an instance's own method only when it is exported,
+# and torch.jit.trace refuses an exported method that the class defines too: so
+# the forward calls this one, and _process_input (the class's name) calls it.
+@torch.jit.export
+def _patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
     """torchvision's _process_input without the image-size asserts."""
     x = self.conv_proj(_pad_to_patch(x, self.patch_size, self._vitpe_pad))  # (n, hidden_dim, h/p, w/p)
     return x.flatten(2).permute(0, 2, 1)
+
+
+def _dynamic_process_input(self, x: torch.Tensor) -> torch.Tensor:
+    """make_dynamic's _process_input, for callers other than the forward."""
+    return self._vitpe_tokens(x)
 
 
 def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,10 +192,7 @@ def _dynamic_forward(self, x: torch.Tensor) -> torch.Tensor:
     resized to this input's grid."""
     p = self.patch_size
     grid = _patch_grid(x, p, self._vitpe_pad)
-    if torch.jit.is_scripting():  # the compiler would call the class's _process_input (its size asserts)
-        x = self.conv_proj(_pad_to_patch(x, p, self._vitpe_pad)).flatten(2).permute(0, 2, 1)
-    else:
-        x = self._process_input(x)
+    x = self._vitpe_tokens(x)
     n = x.shape[0]
     x = torch.cat([self.class_token.expand(n, -1, -1), x], dim=1)
     encoder = self.encoder
@@ -295,6 +301,7 @@ def make_dynamic(model, pad: bool = False, *, profile: Optional[str] = "torchvis
                                            align_corners=align_corners, antialias=antialias, cache=cache)
     model._vitpe_grid = grid  # these two for torch.jit.script, which compiles the forward below
     model._vitpe_scripted = model._vitpe_resizer.scripted_settings()
+    model._vitpe_tokens = types.MethodType(_patch_tokens, model)
     model._process_input = types.MethodType(_dynamic_process_input, model)
     model.forward = types.MethodType(_dynamic_forward, model)
     model.clear_cache = types.MethodType(_clear_cache, model)
