@@ -12,7 +12,9 @@ steps with DDP and with FSDP2 (fully_shard per block, then the root), with
 layer_decay_groups + warmup_cosine in AdamW. Each rank runs its own resolution
 (SIZES), writes what it saw (losses, gradients, parameters, learning rates, eval
 logits, op calls, a DCP round trip) to one file, and the test compares those
-files with `reference()`, run in the test process without any process group.
+files with `reference()`, run in the test process without any process group. The
+torchvision ViT also trains under replicate (FSDP2's machinery, unsharded), for
+make_dynamic's cache.
 """
 from __future__ import annotations
 
@@ -230,6 +232,21 @@ def fsdp2(kind, device, mesh, seed=0):
     return model
 
 
+def run_replicate(kind, rank, device, mesh, ops):
+    """replicate() from torch.distributed._composable.replicate_with_fsdp: FSDP2's
+    machinery (the gathered table refilled in place, its version kept) without sharding,
+    and no module marked FSDP-managed. None where this torch has no such replicate."""
+    try:
+        from torch.distributed._composable.replicate_with_fsdp import replicate
+    except ImportError:
+        return None
+    model = build(kind).to(device)
+    replicate(model, mesh=mesh)
+    optimizer, schedule = optimizer_for(model)
+    return {"steps": train(model, model, optimizer, schedule, rank, device, range(len(SIZES)), SIZES.__getitem__,
+                           ops)}
+
+
 def flat_optimizer_state(model, optimizer) -> dict:
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
     osd = get_optimizer_state_dict(model, optimizer)
@@ -305,6 +322,9 @@ def worker(rank: int, backend: str, init_file: str, out_dir: str) -> None:
             start = time.perf_counter()
             results[f"fsdp-{kind}"] = run_fsdp(kind, rank, device, mesh, ops, Path(out_dir) / "dcp")
             timings[f"fsdp-{kind}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        results["replicate-torchvision"] = run_replicate("torchvision", rank, device, mesh, ops)
+        timings["replicate-torchvision"] = time.perf_counter() - start
         results["timings"] = timings
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:

@@ -185,6 +185,20 @@ def test_make_dynamic_caches_under_ddp_but_not_under_fsdp2(ranks, setup):
             assert record["eval_op_calls"] == [grid] * (1 if setup == "ddp" else 2)
 
 
+def test_make_dynamic_does_not_cache_under_replicate(ranks, references):
+    # replicate (FSDP2's machinery, unsharded) refills the gathered table in place with
+    # its version kept, as fully_shard does, but marks no module FSDP-managed: vitpe finds
+    # the table among the parameters of the module replicate wrapped (the model; the
+    # table's owner is its encoder).
+    if ranks[1][0]["replicate-torchvision"] is None:
+        pytest.skip("this torch has no torch.distributed._composable.replicate_with_fsdp")
+    grid = tuple(s // w.PATCH for s in w.PROBE_SIZE)
+    for rank, steps in enumerate(steps_of(ranks, "replicate", "torchvision")):
+        for step, (got, want) in enumerate(zip(steps, references["torchvision"]["steps"])):
+            assert got["eval_op_calls"] == [grid] * 2, (rank, step)
+            assert_close(got["probe"], want["probe"], f"rank {rank} eval after step {step}")
+
+
 @pytest.mark.parametrize("kind", w.KINDS)
 def test_distributed_checkpoint_round_trips_bitwise(ranks, kind):
     table = w.TABLE[kind]

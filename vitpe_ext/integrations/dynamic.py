@@ -17,15 +17,20 @@ all change one of them, and the cache is dropped. The one write it cannot
 see is through `.data` (param.data.add_(...)): `.data` has its own version
 counter. Call clear() after such an edit.
 
-Nor can it see FSDP (fully_shard, and FSDP1): the table a sharded model's
-forward sees is the all-gathered parameter, rewritten in place each
-forward with its version counter deliberately kept (torch's
+Nor can it see FSDP2's machinery (fully_shard, and replicate from
+torch.distributed._composable.replicate_with_fsdp) or FSDP1: the table a
+wrapped model's forward sees is the all-gathered parameter, rewritten in
+place each forward with its version counter deliberately kept (torch's
 _fsdp_collectives.py) and often at the same address, while optimizer
-steps and checkpoint loads change only the shards. A table owned by an
-FSDP-managed module is therefore never cached.
+steps and checkpoint loads change only the shards. Such a table is
+therefore never cached: FSDP1 and fully_shard mark every module they
+manage (_is_fsdp_managed_module); replicate marks none, so the modules
+FSDP2 wraps (FSDPModule subclasses, registered with torch's composable
+state) are searched for the table itself, once per table object.
 """
 from __future__ import annotations
 
+import sys
 import weakref
 from collections import OrderedDict
 from typing import Optional, Tuple
@@ -46,6 +51,17 @@ def _grid(size, name) -> Tuple[int, int]:
     if len(size) != 2:
         raise ValueError(f"{name} must be an int or two ints (height, width), got {size!r}")
     return size
+
+
+def _held_by_fsdp2(table: torch.Tensor) -> bool:
+    """Whether a module fully_shard or replicate wrapped holds the table as a
+    parameter (during its forward: the gathered one). The wrapped module may
+    be any ancestor of the table's owner."""
+    fsdp, states = sys.modules.get("torch.distributed.fsdp"), sys.modules.get("torch.distributed._composable_state")
+    if fsdp is None or states is None:
+        return False  # never imported: nothing in this process is wrapped
+    wrapped = [m for m in list(getattr(states, "_module_state_mapping", {}).keys()) if isinstance(m, fsdp.FSDPModule)]
+    return any(p is table for module in wrapped for p in module.parameters())
 
 
 class PosEmbedResizer:
@@ -74,6 +90,7 @@ class PosEmbedResizer:
         self.max_entries = int(max_entries)
         self._entries: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
         self._stamp = None
+        self._fsdp2 = None  # (weak reference to a table, whether FSDP2 holds it)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -94,15 +111,22 @@ class PosEmbedResizer:
     def _cacheable(self, table: torch.Tensor, owner: Optional[nn.Module]) -> bool:
         if not self.cache or (torch.is_grad_enabled() and table.requires_grad):
             return False
-        if getattr(owner, "_is_fsdp_managed_module", False):
-            return False  # FSDP refills the table in place unseen (module doc); torch marks the modules
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return False  # a cached constant would be baked into the graph
-        return not table.is_inference()  # inference tensors have no version counter
+        if table.is_inference():
+            return False  # inference tensors have no version counter
+        # FSDP refills the table in place unseen (module doc)
+        if getattr(owner, "_is_fsdp_managed_module", False):
+            return False
+        if self._fsdp2 is None or self._fsdp2[0]() is not table:
+            # FSDP2 gathers into the same parameter object every step, and
+            # wrapping a model replaces its parameters: one search per object
+            self._fsdp2 = (weakref.ref(table), _held_by_fsdp2(table))
+        return not self._fsdp2[1]
 
     def __call__(self, table: torch.Tensor, new_size, owner: Optional[nn.Module] = None) -> torch.Tensor:
         """The table resized to new_size; owner: the module the table is a
-        parameter of (an FSDP-managed one is never cached)."""
+        parameter of (one FSDP1 or fully_shard manages is never cached)."""
         new_size = _grid(new_size, "new_size")
         if is_traced(new_size):
             # No branch on the size: it would guard a compiled or exported
