@@ -21,6 +21,7 @@ Data: scikit-learn's 8x8 digits, upscaled (see finetune.py).
 """
 import argparse
 import datetime
+import errno
 import os
 import shutil
 import sys
@@ -147,14 +148,21 @@ def accuracy(forward, data, size, rank, world, device, amp, batch=128):
 
 
 def publish_dcp(tmp, final, force):
-    """Rank 0, after every rank wrote its shards: the directory under its name. A rename
-    cannot replace a directory that has files, so nothing is overwritten unless --force
-    moved the old one aside first."""
+    """Rank 0, after every rank wrote its shards: the directory under its name. Without
+    --force an existing one is refused, even an empty one (which a rename would replace);
+    --force moves it aside first, and back if the new one cannot take its place."""
     aside = None
-    if force and final.exists():
+    if os.path.lexists(final):
+        if not force:
+            raise FileExistsError(errno.EEXIST, "exists; pass --force to overwrite it", str(final))
         aside = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.rename(final, aside)
-    os.rename(tmp, final)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        if aside is not None:
+            os.rename(aside, final)
+        raise
     if aside is not None:
         shutil.rmtree(aside)
 

@@ -129,6 +129,37 @@ def test_publishing_a_dcp_directory(example, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.dcp"]  # the old one moved aside, then removed
 
 
+def test_an_empty_directory_is_not_replaced_without_force(example, tmp_path):
+    final = tmp_path / "ckpt.dcp"
+    final.mkdir()  # appeared while the ranks wrote; a plain rename would replace it
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "shard").write_text("new")
+    with pytest.raises(FileExistsError):
+        example.publish_dcp(tmp_path / "new", final, force=False)
+    assert list(final.iterdir()) == [] and (tmp_path / "new" / "shard").read_text() == "new"
+
+
+def test_force_puts_the_old_directory_back_when_the_new_one_cannot_take_its_place(example, tmp_path,
+                                                                                  monkeypatch):
+    import errno
+    final, new = tmp_path / "ckpt.dcp", tmp_path / "new"
+    for path, text in ((final, "old"), (new, "new")):
+        path.mkdir()
+        (path / "shard").write_text(text)
+    rename = os.rename
+
+    def failing(src, dst):
+        if Path(src) == new:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        rename(src, dst)
+    monkeypatch.setattr(os, "rename", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        example.publish_dcp(new, final, force=True)
+    monkeypatch.undo()
+    assert (final / "shard").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.dcp", "new"]
+
+
 def test_one_process_without_torchrun(example, tmp_path, capsys, num_threads):
     torch.set_num_threads(1)
     example.main(["--steps", "2", "--batch-size", "8", "--out-dir", str(tmp_path), "--no-amp"])
