@@ -1,5 +1,5 @@
 """examples/train_ddp.py under torchrun (2 CPU processes, gloo), DDP and FSDP2: it trains,
-and what it saves loads back and predicts as it recorded. Also scripts/ddp_throughput.py's
+and what it saves loads back and predicts as it recorded. Also bench/ddp_throughput.py's
 --tiny smoke run."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from vitpe_ext.torchvision import make_dynamic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "train_ddp.py"
-THROUGHPUT = ROOT / "scripts" / "ddp_throughput.py"
+THROUGHPUT = ROOT / "bench" / "ddp_throughput.py"
 STEPS = 30
 
 

@@ -9,20 +9,19 @@ The two differ only by the resize (and AdamW on 197 vs 577 table rows), so the d
 of their step times is the op's share of the step; the op's own time (forward + backward
 on the table alone) is printed beside it. Random weights, nothing downloaded.
 
-    python -m torch.distributed.run --nproc_per_node 1 scripts/ddp_throughput.py   # 1 GPU
-    python -m torch.distributed.run --nproc_per_node 2 scripts/ddp_throughput.py   # 2 GPUs
-    python -m torch.distributed.run --nproc_per_node 2 scripts/ddp_throughput.py --tiny   # CPU smoke (gloo)
+    python -m torch.distributed.run --nproc_per_node 1 bench/ddp_throughput.py   # 1 GPU
+    python -m torch.distributed.run --nproc_per_node 2 bench/ddp_throughput.py   # 2 GPUs
+    python -m torch.distributed.run --nproc_per_node 2 bench/ddp_throughput.py --tiny   # CPU smoke (gloo)
 
 Batch 32 per GPU by default. The variants alternate over --rounds rounds of --steps timed
 steps (after --warmup untimed ones); each row gives the median round and the rounds' range:
 a difference inside that range is noise.
 """
 import argparse
-import datetime
-import os
 import statistics
-import tempfile
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -32,6 +31,9 @@ from torchvision.models.vision_transformer import VisionTransformer
 
 import vitpe_ext
 from vitpe_ext.torchvision import make_dynamic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from train_ddp import setup  # noqa: E402  (the example's process group: torchrun's, or a group of one)
 
 VIT_B_16 = dict(patch_size=16, num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)  # vit_b_16's
 TINY = dict(patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64)
@@ -108,17 +110,9 @@ def main(argv=None):
         if getattr(args, name) is None:
             setattr(args, name, tiny if args.tiny else full)
 
-    cuda = not args.tiny and torch.cuda.is_available()
-    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
+    rank, world, device = setup("cpu" if args.tiny else None)
+    if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as fine-tuning runs
-    init = {} if "RANK" in os.environ else {"init_method": f"file://{tempfile.mkdtemp()}/store", "rank": 0,
-                                            "world_size": 1}
-    if cuda:
-        init["device_id"] = device  # this rank's GPU, for NCCL (and barrier(), which warns without it)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=10), **init)
-    rank, world = dist.get_rank(), dist.get_world_size()
     try:
         g = torch.Generator().manual_seed(rank)
         x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, generator=g).to(device)
