@@ -402,11 +402,11 @@ def test_torchscript_save_load_in_a_fresh_process(library, tmp_path):
         torch.testing.assert_close(got, w, rtol=1e-6, atol=1e-7)
 
 
-# -- scripts/deploy_bench.py ----------------------------------------------------------------------
+# -- bench/deploy_bench.py ------------------------------------------------------------------------
 
 def test_deploy_bench_smoke(tmp_path):
     # the lead's GPU benchmark, in its CPU smoke mode: a 1-layer ViT, fp32
-    script = Path(__file__).resolve().parents[1] / "scripts" / "deploy_bench.py"
+    script = Path(__file__).resolve().parents[1] / "bench" / "deploy_bench.py"
     result = subprocess.run([sys.executable, str(script), "--device", "cpu", "--batch", "1", "--iters", "3",
                              "--warmup", "1", "--tiny", "--dtype", "fp32", "--out-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=600)

@@ -19,8 +19,8 @@ Eager runs under no_grad, where make_dynamic serves the resized table from
 its cache; the compiled programs resize on every call (a few microseconds
 on the GPU).
 
-    python scripts/deploy_bench.py                                  # H200: fp32 + bf16, batch 1 and 32
-    python scripts/deploy_bench.py --device cpu --batch 1 --iters 3 --tiny   # smoke test (tests/test_deploy.py)
+    python bench/deploy_bench.py                                  # H200: fp32 + bf16, batch 1 and 32
+    python bench/deploy_bench.py --device cpu --batch 1 --iters 3 --tiny   # smoke test (tests/test_deploy.py)
 """
 from __future__ import annotations
 
