@@ -178,8 +178,8 @@ def test_non_square_refused_where_the_model_cannot_hold_it(tmp_path, capsys, kin
     _, folder = make_model(tmp_path, kind)
     out = tmp_path / "out"
     code, _, err = run(["resize", folder, out, "--image-size", "48x64"], capsys)
-    assert_one_line_error(code, err, "--image-size 48x64 gives an image 48x64", f"transformers {kind} model runs "
-                          "only square sizes", "choose a square size")
+    assert_one_line_error(code, err, "--image-size 48x64 gives an image 48x64, but a transformers",
+                          f"{kind} model runs only square sizes", "choose a square size")
     assert_no_output(out)
 
 
@@ -265,7 +265,7 @@ def test_patch_size_refused_for_a_masked_image_modeling_head(tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = run(["resize", folder, out, "--patch-size", "4"], capsys)
     assert_one_line_error(code, err, "a ViTForMaskedImageModeling decodes encoder_stride x encoder_stride pixels "
-                          "per token and needs encoder_stride == patch_size")
+                          "per token and needs encoder_stride == patch_size; a new patch size breaks its decoder")
     assert_no_output(out)
     assert run(["resize", folder, out, "--image-size", "48"], capsys)[0] == 0  # a new image size is fine
 
@@ -484,7 +484,9 @@ def _edit_config(folder, **changes):
 
 
 @pytest.mark.parametrize("case,edit,argv,needles", [
-    ("unknown model type", dict(model_type="beit"), [], ["model_type 'beit' is not one vitpe can rewrite"]),
+    ("unknown model type", dict(model_type="beit"), [], ["model_type 'beit' is not one vitpe can rewrite (it knows",
+                                                          "resize its weights file alone with --key, and set its "
+                                                          "config yourself"]),
     ("no image size", dict(image_size=None), [], ["no image_size (transformers would take its class default"]),
     ("config and table disagree", dict(image_size=40), [],
      ["image 40x40 and patch 8x8 make a 5x5 grid, 26 tokens with 1 prefix, but", "has 17; config.json and the "
@@ -494,7 +496,8 @@ def _edit_config(folder, **changes):
     ("odd image size", dict(image_size=[32, "x"]), [], ["image_size is [32, \"x\"]; a vit config takes a positive int "
                                                         "or [height, width]"]),
     ("layout option", {}, ["--image-size", "48", "--prefix-tokens", "1"], ["--prefix-tokens: a model folder's layout is its "
-                                                     "config.json's; these options are for a weights file"]),
+                                                     "config.json's; these options are for a weights file (give "
+                                                     "the file itself to use them)"]),
     ("not a multiple", {}, ["--image-size", "50"], ["image height 50 is not a multiple of the patch size 8"]),
 ])
 def test_refusals_leave_nothing(tmp_path, capsys, case, edit, argv, needles):
@@ -590,7 +593,8 @@ def test_a_crash_between_the_renames_leaves_the_old_out_aside_and_reported(tmp_p
 @pytest.mark.parametrize("setup,force,needles", [
     ("file", True, ["exists and is not a folder; the output is a folder"]),
     ("link", True, ["is a symbolic link (to"]),
-    ("plain folder", True, ["exists and is not a model folder (no config.json); vitpe replaces only a model folder"]),
+    ("plain folder", True, ["exists and is not a model folder (no config.json); vitpe replaces only a model folder, "
+                            "not even with --force: remove it or choose another"]),
     ("input", False, ["is the input folder; write the new model folder to another path"]),
     ("parent of input", True, ["holds the input folder"]),
 ])
