@@ -49,8 +49,8 @@ extern "C" int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void
 // The Python module vitpe_ext._C: importing it runs the registrations below.
 // It also carries the kernels' mode table, so Python reads the modes instead
 // of copying them: _C.modes is a tuple of (name, align_corners accepted,
-// antialias "never"/"optional"/"always", scale_factor accepted), and
-// _C.default_mode a name. No pybind11: the extension builds against the
+// antialias "never"/"optional"/"always", scale_factor accepted),
+// _C.default_mode a name and _C.mode_aliases F.interpolate's per-rank names. No pybind11: the extension builds against the
 // limited API (abi3).
 static PyObject* vitpe_mode_table(void) {
   static const char* antialias_names[] = {"never", "optional", "always"};
@@ -91,6 +91,27 @@ static PyMethodDef vitpe_methods[] = {
      "Give the CUDA module's device-memory query to this module (vitpe_ext/op/backends.py)."},
     {nullptr, nullptr, 0, nullptr}};
 
+// _C.mode_aliases: F.interpolate's per-rank names of modes, a tuple of
+// (alias, rank, mode name) (VITPE_MODE_ALIASES).
+static PyObject* vitpe_mode_aliases(void) {
+  PyObject* aliases = PyList_New(0);
+  const char* name = nullptr;
+  int rank = 0, mode = 0;
+  for (int i = 0; aliases && vitpe_mode_alias(i, &name, &rank, &mode) == VITPE_OK; i++) {
+    PyObject* row = Py_BuildValue("(sis)", name, rank, vitpe_mode_name(mode));
+    if (!row || PyList_Append(aliases, row) != 0) {
+      Py_XDECREF(row);
+      Py_DECREF(aliases);
+      return nullptr;
+    }
+    Py_DECREF(row);
+  }
+  if (!aliases) return nullptr;
+  PyObject* tuple = PyList_AsTuple(aliases);
+  Py_DECREF(aliases);
+  return tuple;
+}
+
 extern "C" PyObject* PyInit__C(void) {
   static PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, vitpe_methods};
   PyObject* m = PyModule_Create(&module);
@@ -102,6 +123,12 @@ extern "C" PyObject* PyInit__C(void) {
     return nullptr;
   }
   if (PyModule_AddStringConstant(m, "default_mode", vitpe_mode_name(VITPE_MODE_DEFAULT)) != 0) {
+    Py_DECREF(m);
+    return nullptr;
+  }
+  PyObject* aliases = vitpe_mode_aliases();
+  if (!aliases || PyModule_AddObject(m, "mode_aliases", aliases) != 0) {
+    Py_XDECREF(aliases);
     Py_DECREF(m);
     return nullptr;
   }
@@ -180,7 +207,7 @@ std::string integral(double v) {
   return buf;
 }
 
-std::string fmt_pair(const std::vector<int64_t>& v) {
+std::string fmt_sizes(const std::vector<int64_t>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); i++) s += (i ? ", " : "") + std::to_string(v[i]);
   return s + "]";
@@ -212,9 +239,16 @@ std::string mode_names(Pick pick, const char* last = " and ") {
   return s;
 }
 
-int parse_mode(const std::string& mode) {
-  const int m = vitpe_mode_from_name(mode.c_str());
+int parse_mode(const std::string& mode, int rank) {
+  const int m = vitpe_mode_lookup(mode.c_str(), rank);
   if (m >= 0) return m;
+  const char* name = nullptr;
+  int alias_rank = 0, alias_mode = 0;
+  for (int i = 0; vitpe_mode_alias(i, &name, &alias_rank, &alias_mode) == VITPE_OK; i++)
+    if (mode == name)
+      fail("interpolate_pos_embed: mode '", mode, "' is F.interpolate's name for grids of rank ", alias_rank,
+           "; this grid has rank ", rank, ": use '", vitpe_mode_name(alias_mode), "' (",
+           vitpe_mode_name(alias_mode), " along every axis, at any rank)");
   fail("interpolate_pos_embed: unknown mode '", mode, "'; valid modes are ",
        mode_names([](const vitpe_mode_info&) { return true; }, ", "));
 }
@@ -269,12 +303,44 @@ int64_t isqrt(int64_t n) {
   return side;
 }
 
-// Everything a call decides before touching data: both axes of the resize,
-// the grid sizes and the prefix.
+// floor(cbrt(n)) for 0 <= n < 2^63, corrected in 128 bits as isqrt.
+int64_t icbrt(int64_t n) {
+  int64_t side = static_cast<int64_t>(std::cbrt(static_cast<double>(n)));
+  while (side > 0 && static_cast<__int128>(side) * side * side > n) side--;
+  while (static_cast<__int128>(side + 1) * (side + 1) * (side + 1) <= n) side++;
+  return side;
+}
+
+// The names of a grid's axes, per rank, for messages.
+const char* axes_names(int rank) {
+  return rank == 1 ? "(length)" : rank == 2 ? "(height, width)" : "(time, height, width)";
+}
+
+// "a*b*c" of the sizes.
+std::string fmt_product(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); i++) s += (i ? "*" : "") + std::to_string(v[i]);
+  return s;
+}
+
+// Everything a call decides before touching data: the axes of the resize
+// (outermost first: (W), (H, W) or (T, H, W)), the prefix and suffix.
 struct Resize {
-  vitpe_axis h{}, w{};
-  int64_t prefix = 0;
+  int rank = 2;
+  vitpe_axis axes[VITPE_MAX_RANK]{};
+  int64_t prefix = 0, suffix = 0;
   int dtype = VITPE_F32;
+
+  int64_t grid(bool out) const {  // no overflow: the axes are checked and the output sized
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) n *= out ? axes[i].out_size : axes[i].in_size;
+    return n;
+  }
+  std::vector<int64_t> sizes(bool out) const {
+    std::vector<int64_t> v;
+    for (int i = 0; i < rank; i++) v.push_back(out ? axes[i].out_size : axes[i].in_size);
+    return v;
+  }
 };
 
 // Validates the op's arguments against a table of `tokens` tokens and builds
@@ -283,38 +349,66 @@ Resize describe(const char* who, const char* table_arg, int64_t tokens, ScalarTy
                 const std::vector<int64_t>& new_size,
                 const std::optional<std::vector<int64_t>>& old_size, int64_t num_prefix_tokens,
                 const std::string& mode_name, std::optional<bool> align_corners, bool antialias,
-                const std::optional<std::vector<double>>& scale_factor) {
+                const std::optional<std::vector<double>>& scale_factor, int64_t num_suffix_tokens) {
   Resize r;
   r.dtype = parse_dtype(dtype, table_arg);
-  const int mode = parse_mode(mode_name);
   if (tokens < 0) fail(who, ": input_tokens must be >= 0, got ", tokens);
   if (num_prefix_tokens < 0 || num_prefix_tokens > tokens)
     fail(who, ": num_prefix_tokens must be in [0, ", tokens, "] (the table has ", tokens,
          " tokens), got ", num_prefix_tokens);
+  if (num_suffix_tokens < 0 || num_suffix_tokens > tokens - num_prefix_tokens)
+    fail(who, ": num_suffix_tokens must be in [0, ", tokens - num_prefix_tokens, "] (the table has ", tokens,
+         " tokens, ", num_prefix_tokens, " of them prefix), got ", num_suffix_tokens);
   r.prefix = num_prefix_tokens;
-  const int64_t grid_tokens = tokens - num_prefix_tokens;
+  r.suffix = num_suffix_tokens;
+  const int64_t grid_tokens = tokens - num_prefix_tokens - num_suffix_tokens;
+  // "(T tokens - P prefix = G)", the suffix named where there is one
+  const std::string token_sum = std::to_string(tokens) + " tokens - " + std::to_string(num_prefix_tokens) +
+                                " prefix" +
+                                (num_suffix_tokens ? " - " + std::to_string(num_suffix_tokens) + " suffix" : "");
 
-  if (new_size.size() != 2 || new_size[0] < 1 || new_size[1] < 1)
-    fail(who, ": new_size must be two positive ints (height, width), got ", fmt_pair(new_size));
+  const size_t n_axes = new_size.size();
+  bool positive = n_axes >= 1 && n_axes <= VITPE_MAX_RANK;
+  for (int64_t v : new_size) positive = positive && v >= 1;
+  if (!positive)
+    fail(who, ": new_size must be 1, 2 or 3 positive ints (the new grid: (length), (height, width) or "
+         "(time, height, width)), got ", fmt_sizes(new_size));
+  const int rank = static_cast<int>(n_axes);
+  r.rank = rank;
+  const int mode = parse_mode(mode_name, rank);
 
-  int64_t hin, win;
+  std::vector<int64_t> in(n_axes);
   if (old_size.has_value()) {
     const auto& o = *old_size;
-    if (o.size() != 2 || o[0] < 1 || o[1] < 1)
-      fail(who, ": old_size must be two positive ints (height, width), got ", fmt_pair(o));
-    int64_t n;
-    if (mul_overflows(o[0], o[1], &n) || n != grid_tokens)
-      fail(who, ": old_size ", fmt_pair(o), " has ", o[0], "*", o[1],
-           " grid tokens but the table has ", tokens, " tokens - ", num_prefix_tokens,
-           " prefix = ", grid_tokens);
-    hin = o[0];
-    win = o[1];
-  } else {
+    if (o.size() != n_axes)
+      fail(who, ": old_size has ", static_cast<long>(o.size()), " values but new_size has ",
+           static_cast<long>(n_axes), ": both are the grid's sides ", axes_names(rank), ", got old_size ",
+           fmt_sizes(o), " and new_size ", fmt_sizes(new_size));
+    for (int64_t v : o)
+      if (v < 1) fail(who, ": old_size must be positive ints ", axes_names(rank), ", got ", fmt_sizes(o));
+    int64_t n = 1;
+    bool wraps = false;
+    for (int64_t v : o) wraps = wraps || mul_overflows(n, v, &n);
+    if (wraps || n != grid_tokens)
+      fail(who, ": old_size ", fmt_sizes(o), " has ", fmt_product(o), " grid tokens but the table has ",
+           token_sum, " = ", grid_tokens);
+    in = o;
+  } else if (rank == 1) {
+    if (grid_tokens == 0)
+      fail(who, ": the table has no grid tokens (", token_sum, ")");
+    in[0] = grid_tokens;
+  } else if (rank == 2) {
     const int64_t side = isqrt(grid_tokens);
     if (grid_tokens == 0 || side * side != grid_tokens)
-      fail(who, ": cannot infer a square grid from ", grid_tokens, " grid tokens (", tokens,
-           " tokens - ", num_prefix_tokens, " prefix); pass old_size=(height, width)");
-    hin = win = side;
+      fail(who, ": cannot infer a square grid from ", grid_tokens, " grid tokens (", token_sum,
+           "); pass old_size=(height, width)");
+    in[0] = in[1] = side;
+  } else {
+    const int64_t side = icbrt(grid_tokens);
+    if (grid_tokens == 0 || side * side * side != grid_tokens)
+      fail(who, ": cannot infer a cubic grid from ", grid_tokens, " grid tokens (", token_sum,
+           "); pass old_size=(time, height, width)");
+    in[0] = in[1] = in[2] = side;
   }
 
   const vitpe_mode_info info = mode_info(mode);
@@ -331,39 +425,48 @@ Resize describe(const char* who, const char* table_arg, int64_t tokens, ScalarTy
          always.empty() ? std::string() : " (" + always + " always antialiases)", ", not mode '", mode_name, "'");
   }
 
-  double sf[2] = {0.0, 0.0};
+  std::vector<double> sf(n_axes, 0.0);
   if (scale_factor.has_value() && !info.scale_factor)
     fail(who, ": scale_factor is not accepted by mode '", mode_name, "'; pass new_size alone");
   if (scale_factor.has_value()) {
     const auto& s = *scale_factor;
-    if (s.size() != 2) fail(who, ": scale_factor must be two floats (height, width)");
-    const int64_t in[2] = {hin, win};
-    for (int i = 0; i < 2; i++)
+    std::string given = "(";
+    for (size_t i = 0; i < s.size(); i++) given += (i ? ", " : "") + piece(s[i]);
+    given += ")";
+    if (s.size() != n_axes)
+      fail(who, ": scale_factor must be ", static_cast<long>(n_axes), n_axes == 1 ? " float " : " floats ",
+           axes_names(rank), ", one per axis of new_size, got ", static_cast<long>(s.size()), " values");
+    for (size_t i = 0; i < n_axes; i++)
       if (!(s[i] > 0.0) || !std::isfinite(s[i]))
-        fail(who, ": scale_factor must be positive and finite, got (", s[0], ", ", s[1], ")");
-    for (int i = 0; i < 2; i++) {
+        fail(who, ": scale_factor must be positive and finite, got ", given);
+    for (size_t i = 0; i < n_axes; i++) {
       // F.interpolate(scale_factor=s) makes floor(in * s) outputs, computed in
       // double; compared as doubles, since a huge scale does not fit int64.
       const double implied = std::floor(static_cast<double>(in[i]) * s[i]);
-      if (implied != static_cast<double>(new_size[i]) || implied >= 0x1p62)
-        fail(who, ": scale_factor (", s[0], ", ", s[1], ") on grid (", hin, ", ", win,
-             ") gives floor(in * scale) = (", integral(std::floor(hin * s[0])), ", ",
-             integral(std::floor(win * s[1])), ") but new_size is ", fmt_pair(new_size));
+      if (implied != static_cast<double>(new_size[i]) || implied >= 0x1p62) {
+        std::string floors = "(";
+        for (size_t j = 0; j < n_axes; j++)
+          floors += (j ? ", " : "") + integral(std::floor(static_cast<double>(in[j]) * s[j]));
+        fail(who, ": scale_factor ", given, " on grid ", fmt_sizes(in), " gives floor(in * scale) = ", floors,
+             ") but new_size is ", fmt_sizes(new_size));
+      }
       sf[i] = s[i];
     }
   }
 
-  const int64_t sides[4] = {hin, win, new_size[0], new_size[1]};
-  for (int64_t side : sides)
-    if (side > VITPE_MAX_AXIS)
+  for (size_t i = 0; i < n_axes; i++)
+    if (in[i] > VITPE_MAX_AXIS || new_size[i] > VITPE_MAX_AXIS)
       fail(who, ": grid sides are limited to ", static_cast<long>(VITPE_MAX_AXIS),
-           " tokens (float index math loses exactness beyond), got old grid [", hin, ", ", win,
-           "] and new_size ", fmt_pair(new_size));
+           " tokens (float index math loses exactness beyond), got old grid ", fmt_sizes(in), " and new_size ",
+           fmt_sizes(new_size));
   const int opmath_double = r.dtype == VITPE_F64;
-  r.h = vitpe_axis{hin, new_size[0], mode, ac, antialias, opmath_double, sf[0]};
-  r.w = vitpe_axis{win, new_size[1], mode, ac, antialias, opmath_double, sf[1]};
-  check_status(vitpe_axis_check(&r.h), "checking the height axis");
-  check_status(vitpe_axis_check(&r.w), "checking the width axis");
+  static const char* const axis_names[3][3] = {
+      {"the length axis", "", ""}, {"the height axis", "the width axis", ""},
+      {"the time axis", "the height axis", "the width axis"}};
+  for (int i = 0; i < rank; i++) {
+    r.axes[i] = vitpe_axis{in[i], new_size[i], mode, ac, antialias, opmath_double, sf[i]};
+    check_status(vitpe_axis_check(&r.axes[i]), (std::string("checking ") + axis_names[rank - 1][i]).c_str());
+  }
   return r;
 }
 
@@ -407,13 +510,15 @@ uint64_t device_memory_bytes(const torch::stable::Device& device) {
 // Checks that a (batch, prefix + h*w, channels) result can exist on `device`
 // and returns its token count. `what` names the argument that set h, w.
 int64_t checked_output_tokens(const char* who, const std::string& what, const torch::stable::Device& device,
-                              int64_t batch, int64_t prefix, int64_t h, int64_t w, int64_t channels,
-                              int dtype) {
+                              int64_t batch, int64_t prefix, const std::vector<int64_t>& grid_sides,
+                              int64_t suffix, int64_t channels, int dtype) {
   const std::string shape = std::to_string(batch) + " x (" + std::to_string(prefix) + " + " +
-                            std::to_string(h) + "*" + std::to_string(w) + ") x " +
+                            fmt_product(grid_sides) + (suffix ? " + " + std::to_string(suffix) : "") + ") x " +
                             std::to_string(channels) + " " + vitpe_dtype_name(dtype);
-  int64_t grid, tokens, rows, elems, bytes;
-  if (mul_overflows(h, w, &grid) || __builtin_add_overflow(grid, prefix, &tokens) ||
+  int64_t grid = 1, tokens, rows, elems, bytes;
+  bool wraps = false;
+  for (int64_t side : grid_sides) wraps = wraps || mul_overflows(grid, side, &grid);
+  if (wraps || __builtin_add_overflow(grid, prefix, &tokens) || __builtin_add_overflow(tokens, suffix, &tokens) ||
       mul_overflows(batch, tokens, &rows) || mul_overflows(rows, channels, &elems) ||
       mul_overflows(elems, element_bytes(dtype), &bytes))
     fail(who, ": ", what, " makes an output of ", shape, " elements, too large to allocate (over 2^63 bytes)");
@@ -437,6 +542,16 @@ bool same_axis(const vitpe_axis& a, const vitpe_axis& b) {
          a.opmath_double == b.opmath_double && a.scale_factor == b.scale_factor;
 }
 
+// A plan for r's axes: same rank, same axes (the 1 -> 1 axes of a lower
+// rank follow from the rank).
+bool plan_for(const vitpe_plan* p, const Resize& r) {
+  if (p->rank != r.rank) return false;
+  const vitpe_axis* axes[3] = {&p->t, &p->h, &p->w};
+  for (int i = 0; i < r.rank; i++)
+    if (!same_axis(*axes[3 - r.rank + i], r.axes[i])) return false;
+  return true;
+}
+
 // The plan of a resize, from a small cache of recent ones. Plans are
 // immutable once built and a training loop resizes to the same few grids
 // every step, so a hit skips the tap math (2-8 us a call on this host, and
@@ -448,7 +563,7 @@ bool same_axis(const vitpe_axis& a, const vitpe_axis& b) {
 constexpr size_t kPlanCacheEntries = 16;
 constexpr size_t kPlanCacheBytes = size_t(32) << 20;
 
-std::shared_ptr<const vitpe_plan> get_plan(const vitpe_axis& h, const vitpe_axis& w, bool adjoint) {
+std::shared_ptr<const vitpe_plan> get_plan(const Resize& r, bool adjoint) {
   static std::mutex mutex;
   static std::vector<std::shared_ptr<const vitpe_plan>> recent;  // most recently used first
   static size_t cached_bytes = 0;
@@ -456,14 +571,14 @@ std::shared_ptr<const vitpe_plan> get_plan(const vitpe_axis& h, const vitpe_axis
     std::lock_guard<std::mutex> lock(mutex);
     for (size_t i = 0; i < recent.size(); i++) {
       const vitpe_plan* p = recent[i].get();
-      if (same_axis(p->h, h) && same_axis(p->w, w) && (p->layout.with_adjoint || !adjoint)) {
+      if (plan_for(p, r) && (p->layout.with_adjoint || !adjoint)) {
         std::rotate(recent.begin(), recent.begin() + i, recent.begin() + i + 1);
         return recent.front();
       }
     }
   }
   vitpe_plan* raw = nullptr;  // built outside the lock: a miss does not stall other threads
-  check_status(vitpe_plan_create(&raw, &h, &w, adjoint ? 1 : 0), "planning the resize");
+  check_status(vitpe_plan_create_nd(&raw, r.rank, r.axes, adjoint ? 1 : 0), "planning the resize");
   std::shared_ptr<const vitpe_plan> plan(raw, [](const vitpe_plan* p) {
     vitpe_plan_destroy(const_cast<vitpe_plan*>(p));
   });
@@ -507,6 +622,7 @@ vitpe_io describe_io(const Resize& r, const Tensor& src, const Tensor& dst) {
   io.dtype = r.dtype;
   io.batch = src.size(0);
   io.prefix = r.prefix;
+  io.suffix = r.suffix;
   io.channels = src.size(2);
   io.in_batch_stride = src.stride(0);
   io.in_token_stride = src.stride(1);
@@ -515,38 +631,49 @@ vitpe_io describe_io(const Resize& r, const Tensor& src, const Tensor& dst) {
   return io;
 }
 
-// Runs forward (backward=false) or backward over CPU tensors on torch's pool.
+// Runs forward (backward=false) or backward over CPU tensors on torch's pool:
+// each stage of the run (one; two where a grid of rank 3 is resized along T
+// and in H or W) as one parallel_for over its rows.
 void run_cpu(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
-  const std::shared_ptr<const vitpe_plan> plan = get_plan(r.h, r.w, backward);
+  const std::shared_ptr<const vitpe_plan> plan = get_plan(r, backward);
   const vitpe_io io = describe_io(r, src, dst);
 
+  vitpe_stages stages{};
   size_t scratch_bytes = 0;
+  check_status(vitpe_cpu_stages(&stages, plan.get(), &io, backward), "planning the passes");
   check_status(vitpe_scratch_bytes(&scratch_bytes, plan.get(), &io, backward), "sizing scratch");
-  const int64_t grid_rows = backward ? r.h.in_size : r.h.out_size;
-  const int64_t rows = io.batch * grid_rows;
-  const int64_t out_w = backward ? r.w.in_size : r.w.out_size;
+  const size_t slot = (scratch_bytes + 63) & ~static_cast<size_t>(63);
+  const size_t workspace = (stages.workspace_bytes + 63) & ~static_cast<size_t>(63);
   // Small tables stay on one thread: a pool hand-off costs more than they do.
-  const int64_t work = rows * out_w * io.channels;
-  int64_t chunks = std::min<int64_t>(torch::stable::get_num_threads(), rows);
+  const int64_t work = io.batch * r.grid(!backward) * io.channels;
+  int64_t chunks = std::max<int64_t>(stages.rows[0], stages.rows[1]);
+  chunks = std::min<int64_t>(torch::stable::get_num_threads(), chunks);
   if (work < (int64_t(1) << 16)) chunks = 1;
   chunks = std::max<int64_t>(chunks, 1);
 
-  Tensor scratch = new_tensor(src, {chunks * static_cast<int64_t>(scratch_bytes)}, aoti_torch_dtype_uint8());
-  auto* scratch_base = static_cast<char*>(scratch.mutable_data_ptr());
+  // one buffer: the stages' workspace, then a scratch slot per chunk
+  Tensor buffer = new_tensor(src, {static_cast<int64_t>(workspace) + chunks * static_cast<int64_t>(slot)},
+                             aoti_torch_dtype_uint8());
+  auto* base = static_cast<char*>(buffer.mutable_data_ptr());
+  void* ws = stages.workspace_bytes ? base : nullptr;
   const void* in = src.const_data_ptr();
   void* out = dst.mutable_data_ptr();
   std::atomic<int> status{VITPE_OK};
-  // Chunk k owns rows [k*rows/chunks, (k+1)*rows/chunks) and scratch slot k;
-  // row results do not depend on the split, so 1 and N threads agree bitwise.
-  torch::stable::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t k = begin; k < end; k++) {
-      const int64_t lo = k * rows / chunks, hi = (k + 1) * rows / chunks;
-      void* slot = scratch_base + k * static_cast<int64_t>(scratch_bytes);
-      int st = backward ? vitpe_backward_cpu(out, in, plan.get(), &io, lo, hi, slot)
-                        : vitpe_forward_cpu(out, in, plan.get(), &io, lo, hi, slot);
-      if (st != VITPE_OK) status.store(st);
-    }
-  });
+  for (int stage = 0; stage < stages.count && status.load() == VITPE_OK; stage++) {
+    const int64_t rows = stages.rows[stage];
+    const int64_t parts = std::min<int64_t>(chunks, std::max<int64_t>(rows, 1));
+    // Chunk k owns rows [k*rows/parts, (k+1)*rows/parts) and scratch slot k;
+    // row results do not depend on the split, so 1 and N threads agree bitwise.
+    torch::stable::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; k++) {
+        const int64_t lo = k * rows / parts, hi = (k + 1) * rows / parts;
+        void* scratch = base + workspace + k * static_cast<int64_t>(slot);
+        int st = backward ? vitpe_backward_cpu_stage(out, in, plan.get(), &io, stage, lo, hi, ws, scratch)
+                          : vitpe_forward_cpu_stage(out, in, plan.get(), &io, stage, lo, hi, ws, scratch);
+        if (st != VITPE_OK) status.store(st);
+      }
+    });
+  }
   check_status(status.load(), backward ? "the backward pass" : "the forward pass");
 }
 
@@ -556,7 +683,7 @@ void run_cuda(const Resize& r, const Tensor& src, Tensor& dst, bool backward) {
   void* stream = nullptr;
   if (aoti_torch_get_current_cuda_stream(src.get_device_index(), &stream) != 0)
     throw std::runtime_error("vitpe: could not get the current CUDA stream");
-  const std::shared_ptr<const vitpe_plan> plan = get_plan(r.h, r.w, backward);
+  const std::shared_ptr<const vitpe_plan> plan = get_plan(r, backward);
   const vitpe_io io = describe_io(r, src, dst);
   // Common resizes carry their tables inside the kernel launch; others get a
   // device workspace the tables are rebuilt in, in stream order (so both
@@ -597,29 +724,30 @@ Call check_call(bool backward, const std::vector<int64_t>& shape, ScalarType dty
                 const torch::stable::Device& device, int64_t input_tokens,
                 const std::vector<int64_t>& new_size, const std::optional<std::vector<int64_t>>& old_size,
                 int64_t num_prefix_tokens, const std::string& mode, std::optional<bool> align_corners,
-                bool antialias, const std::optional<std::vector<double>>& scale_factor) {
+                bool antialias, const std::optional<std::vector<double>>& scale_factor,
+                int64_t num_suffix_tokens) {
   const char* who = backward ? "interpolate_pos_embed_backward" : "interpolate_pos_embed";
   const char* table_arg = backward ? "grad_output" : "pos_embed";
   if (shape.size() != 3)
-    fail(who, ": ", table_arg, " must be 3-D (batch, prefix + height*width, channels), got a ",
+    fail(who, ": ", table_arg, " must be 3-D (batch, prefix + grid + suffix tokens, channels), got a ",
          static_cast<long>(shape.size()), "-D tensor");
   const int64_t tokens = backward ? input_tokens : shape[1];
   // The backward op describes the forward resize from its input's token
   // count, exactly as the forward op did (old_size may again be inferred).
   Call c;
   c.r = describe(who, table_arg, tokens, dtype, new_size, old_size, num_prefix_tokens, mode,
-                 align_corners, antialias, scale_factor);
+                 align_corners, antialias, scale_factor, num_suffix_tokens);
   const Resize& r = c.r;
   if (backward) {
-    const int64_t expected = r.prefix + r.h.out_size * r.w.out_size;  // no overflow: the axes are checked
+    const int64_t expected = r.prefix + r.grid(true) + r.suffix;  // no overflow: the axes are checked
     if (shape[1] != expected)
-      fail(who, ": grad_output has ", shape[1], " tokens, expected ", r.prefix, " + ", r.h.out_size,
-           "*", r.w.out_size, " = ", expected);
+      fail(who, ": grad_output has ", shape[1], " tokens, expected ", r.prefix, " + ", fmt_product(r.sizes(true)),
+           r.suffix ? " + " + std::to_string(r.suffix) : std::string(), " = ", expected);
     c.out_tokens = checked_output_tokens(who, "input_tokens " + std::to_string(input_tokens), device,
-                                         shape[0], r.prefix, r.h.in_size, r.w.in_size, shape[2], r.dtype);
+                                         shape[0], r.prefix, r.sizes(false), r.suffix, shape[2], r.dtype);
   } else {
-    c.out_tokens = checked_output_tokens(who, "new_size " + fmt_pair(new_size), device, shape[0],
-                                         r.prefix, r.h.out_size, r.w.out_size, shape[2], r.dtype);
+    c.out_tokens = checked_output_tokens(who, "new_size " + fmt_sizes(new_size), device, shape[0],
+                                         r.prefix, r.sizes(true), r.suffix, shape[2], r.dtype);
   }
   return c;
 }
@@ -670,11 +798,11 @@ Tensor resize_table(const char* who, const Tensor& src_in, const Call& c, bool b
 Tensor interpolate_pos_embed(Tensor pos_embed, std::vector<int64_t> new_size,
                              std::optional<std::vector<int64_t>> old_size, int64_t num_prefix_tokens,
                              std::string mode, std::optional<bool> align_corners, bool antialias,
-                             std::optional<std::vector<double>> scale_factor) {
+                             std::optional<std::vector<double>> scale_factor, int64_t num_suffix_tokens) {
   const char* who = "interpolate_pos_embed";
   const Call c = check_call(false, shape_of(who, "pos_embed", pos_embed), pos_embed.scalar_type(),
                             pos_embed.device(), 0, new_size, old_size, num_prefix_tokens, mode,
-                            align_corners, antialias, scale_factor);
+                            align_corners, antialias, scale_factor, num_suffix_tokens);
   return resize_table(who, pos_embed, c, /*backward=*/false);
 }
 
@@ -683,11 +811,12 @@ Tensor interpolate_pos_embed_backward(Tensor grad_output, int64_t input_tokens,
                                       std::optional<std::vector<int64_t>> old_size,
                                       int64_t num_prefix_tokens, std::string mode,
                                       std::optional<bool> align_corners, bool antialias,
-                                      std::optional<std::vector<double>> scale_factor) {
+                                      std::optional<std::vector<double>> scale_factor,
+                                      int64_t num_suffix_tokens) {
   const char* who = "interpolate_pos_embed_backward";
   const Call c = check_call(true, shape_of(who, "grad_output", grad_output), grad_output.scalar_type(),
                             grad_output.device(), input_tokens, new_size, old_size, num_prefix_tokens,
-                            mode, align_corners, antialias, scale_factor);
+                            mode, align_corners, antialias, scale_factor, num_suffix_tokens);
   return resize_table(who, grad_output, c, /*backward=*/true);
 }
 
@@ -699,9 +828,9 @@ void check_call_op(std::vector<int64_t> shape, ScalarType dtype, torch::stable::
                    std::optional<int64_t> input_tokens, std::vector<int64_t> new_size,
                    std::optional<std::vector<int64_t>> old_size, int64_t num_prefix_tokens,
                    std::string mode, std::optional<bool> align_corners, bool antialias,
-                   std::optional<std::vector<double>> scale_factor) {
+                   std::optional<std::vector<double>> scale_factor, int64_t num_suffix_tokens) {
   check_call(input_tokens.has_value(), shape, dtype, device, input_tokens.value_or(0), new_size,
-             old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor);
+             old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor, num_suffix_tokens);
 }
 #endif
 
@@ -716,16 +845,22 @@ static const char* schema(const char* head, const char* tail) {
   return kept.back()->c_str();
 }
 
+// Sizes are lists of 1, 2 or 3 ints, a grid of that rank ((W), (H, W) or
+// (T, H, W)); num_suffix_tokens comes last, so calls written for the 2-D op
+// keep their meaning.
 STABLE_TORCH_LIBRARY(vitpe, m) {
-  m.def(schema("interpolate_pos_embed(Tensor pos_embed, SymInt[2] new_size, SymInt[2]? old_size=None, "
+  m.def(schema("interpolate_pos_embed(Tensor pos_embed, SymInt[] new_size, SymInt[]? old_size=None, "
                "int num_prefix_tokens=1, ",
-               "bool? align_corners=None, bool antialias=False, float[2]? scale_factor=None) -> Tensor"));
-  m.def(schema("interpolate_pos_embed_backward(Tensor grad_output, SymInt input_tokens, SymInt[2] new_size, "
-               "SymInt[2]? old_size=None, int num_prefix_tokens=1, ",
-               "bool? align_corners=None, bool antialias=False, float[2]? scale_factor=None) -> Tensor"));
+               "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None, "
+               "int num_suffix_tokens=0) -> Tensor"));
+  m.def(schema("interpolate_pos_embed_backward(Tensor grad_output, SymInt input_tokens, SymInt[] new_size, "
+               "SymInt[]? old_size=None, int num_prefix_tokens=1, ",
+               "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None, "
+               "int num_suffix_tokens=0) -> Tensor"));
   m.def(schema("check_call(int[] shape, ScalarType dtype, Device device, int? input_tokens, int[] new_size, "
                "int[]? old_size=None, int num_prefix_tokens=1, ",
-               "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None) -> ()"));
+               "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None, "
+               "int num_suffix_tokens=0) -> ()"));
 }
 
 // No tensor arguments: one kernel for every device.

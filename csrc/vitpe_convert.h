@@ -167,7 +167,7 @@ typedef uint32_t vitpe_u32x8_u __attribute__((vector_size(32), aligned(1), may_a
 
 static inline int vitpe__io_check(const vitpe_io *io) {
     if (!io || io->dtype < VITPE_F32 || io->dtype > VITPE_BF16) return VITPE_EINVAL;
-    if (io->batch < 0 || io->prefix < 0 || io->channels < 0) return VITPE_EINVAL;
+    if (io->batch < 0 || io->prefix < 0 || io->channels < 0 || io->suffix < 0) return VITPE_EINVAL;
     return VITPE_OK;
 }
 

@@ -47,6 +47,14 @@
     X(AREA,          "area",          AREA,          vitpe__filter_none,     0.0, 0, NEVER,    1, NEVER)  \
     X(LANCZOS3,      "lanczos3",      FILTER,        vitpe__filter_lanczos3, 3.0, 0, ALWAYS,   1, ALWAYS)
 
+/* F.interpolate's own names of a mode on grids of one rank, accepted at that
+ * rank only: X(alias, rank, id). A table name means its filter along every
+ * axis at any rank ("bilinear": linear along each axis of a 1-D or 3-D grid
+ * too); these let F.interpolate's names for 1-D and 3-D data pass as well. */
+#define VITPE_MODE_ALIASES(X)      \
+    X("linear", 1, BILINEAR)       \
+    X("trilinear", 3, BILINEAR)
+
 /* The mode of F.interpolate-style calls that name none (torchvision's and
  * timm's resize both use bicubic). */
 #define VITPE_MODE_DEFAULT VITPE_MODE_BICUBIC

@@ -1,6 +1,7 @@
 /* vitpe_plan.c — argument checks and the tap tables ("plan") of a resize.
  *
- * A plan holds, per axis, the forward table (output -> input taps) and, for
+ * A plan holds, per axis (T, H, W; those a grid of rank 1 or 2 lacks are
+ * 1 -> 1), the forward table (output -> input taps) and, for
  * the backward pass, the adjoint table (input -> output taps) with the very
  * same weights transposed. All tables live in one allocation whose size is
  * computed, with overflow checks, before the malloc (Pillow's Resample.c).
@@ -44,6 +45,33 @@ int vitpe_mode_from_name(const char *name) {
     for (int m = 0; m < VITPE_MODE_COUNT; m++)
         if (strcmp(name, vitpe__modes[m].name) == 0) return m;
     return -1;
+}
+
+static const struct {
+    const char *name;
+    int rank, mode;
+} vitpe__aliases[] = {
+#define VITPE__ALIAS_ROW(alias, rank, id) {alias, rank, VITPE_MODE_##id},
+    VITPE_MODE_ALIASES(VITPE__ALIAS_ROW)
+#undef VITPE__ALIAS_ROW
+};
+#define VITPE__ALIAS_COUNT (sizeof vitpe__aliases / sizeof vitpe__aliases[0])
+
+int vitpe_mode_lookup(const char *name, int rank) {
+    int m = vitpe_mode_from_name(name);
+    if (m >= 0 || !name) return m;
+    for (size_t i = 0; i < VITPE__ALIAS_COUNT; i++)
+        if (vitpe__aliases[i].rank == rank && strcmp(name, vitpe__aliases[i].name) == 0)
+            return vitpe__aliases[i].mode;
+    return -1;
+}
+
+int vitpe_mode_alias(int i, const char **name, int *rank, int *mode) {
+    if (i < 0 || (size_t)i >= VITPE__ALIAS_COUNT || !name || !rank || !mode) return VITPE_EINVAL;
+    *name = vitpe__aliases[i].name;
+    *rank = vitpe__aliases[i].rank;
+    *mode = vitpe__aliases[i].mode;
+    return VITPE_OK;
 }
 
 int vitpe_axis_check(const vitpe_axis *ax) {
@@ -122,22 +150,59 @@ static int64_t vitpe__adjoint_width(const vitpe_axis *ax) {
     return width;
 }
 
-int vitpe_plan_measure(vitpe_plan_layout *L, const vitpe_axis *h, const vitpe_axis *w,
-                       int with_adjoint) {
+/* The three axes (T, H, W) of a grid of rank 1, 2 or 3; the axes it lacks
+ * are 1 -> 1 nearest, whose one tap of weight 1 is a copy in any mode. */
+static int vitpe__grid_axes(vitpe_axis ax[3], int rank, const vitpe_axis *axes) {
+    if (!axes || rank < 1 || rank > VITPE_MAX_RANK) return VITPE_EINVAL;
+    for (int i = 0; i < 3 - rank; i++) {
+        memset(&ax[i], 0, sizeof(ax[i]));
+        ax[i].in_size = ax[i].out_size = 1;
+        ax[i].mode = VITPE_MODE_NEAREST;
+        ax[i].opmath_double = axes[rank - 1].opmath_double;
+    }
+    for (int i = 0; i < rank; i++) ax[3 - rank + i] = axes[i];
+    return VITPE_OK;
+}
+
+int vitpe_plan_measure_nd(vitpe_plan_layout *L, int rank, const vitpe_axis *axes, int with_adjoint) {
+    vitpe_axis ax[3]; /* T, H, W */
     int st;
     if (!L) return VITPE_EINVAL;
     memset(L, 0, sizeof(*L));
-    if ((st = vitpe_axis_check(h)) || (st = vitpe_axis_check(w))) return st;
+    if ((st = vitpe__grid_axes(ax, rank, axes))) return st;
+    for (int i = 0; i < 3; i++)
+        if ((st = vitpe_axis_check(&ax[i]))) return st;
     L->with_adjoint = with_adjoint ? 1 : 0;
-    if ((st = vitpe__layout_table(L, 0, h->out_size, h->in_size, vitpe__axis_width(h)))) return st;
-    if ((st = vitpe__layout_table(L, 1, w->out_size, w->in_size, vitpe__axis_width(w)))) return st;
+    /* tables 0-3 where a plan of rank 2 always had them; T's after */
+    if ((st = vitpe__layout_table(L, 0, ax[1].out_size, ax[1].in_size, vitpe__axis_width(&ax[1]))))
+        return st;
+    if ((st = vitpe__layout_table(L, 1, ax[2].out_size, ax[2].in_size, vitpe__axis_width(&ax[2]))))
+        return st;
     if (with_adjoint) {
-        if ((st = vitpe__layout_table(L, 2, h->in_size, h->out_size, vitpe__adjoint_width(h))))
+        if ((st = vitpe__layout_table(L, 2, ax[1].in_size, ax[1].out_size, vitpe__adjoint_width(&ax[1]))))
             return st;
-        if ((st = vitpe__layout_table(L, 3, w->in_size, w->out_size, vitpe__adjoint_width(w))))
+        if ((st = vitpe__layout_table(L, 3, ax[2].in_size, ax[2].out_size, vitpe__adjoint_width(&ax[2]))))
             return st;
     }
+    if ((st = vitpe__layout_table(L, 4, ax[0].out_size, ax[0].in_size, vitpe__axis_width(&ax[0]))))
+        return st;
+    if (with_adjoint &&
+        (st = vitpe__layout_table(L, 5, ax[0].in_size, ax[0].out_size, vitpe__adjoint_width(&ax[0]))))
+        return st;
     return VITPE_OK;
+}
+
+int vitpe_plan_measure(vitpe_plan_layout *L, const vitpe_axis *h, const vitpe_axis *w,
+                       int with_adjoint) {
+    vitpe_axis axes[2];
+    if (!L) return VITPE_EINVAL;
+    if (!h || !w) {
+        memset(L, 0, sizeof(*L));
+        return VITPE_EINVAL;
+    }
+    axes[0] = *h;
+    axes[1] = *w;
+    return vitpe_plan_measure_nd(L, 2, axes, with_adjoint);
 }
 
 static vitpe_taps vitpe__view(void *buffer, const vitpe_plan_layout *L, int t) {
@@ -197,42 +262,60 @@ static int vitpe__fill_adjoint(void *buffer, const vitpe_plan_layout *L, int t, 
     return placed == total ? VITPE_OK : VITPE_EINTERNAL;
 }
 
-int vitpe_plan_create(vitpe_plan **out, const vitpe_axis *h, const vitpe_axis *w,
-                      int with_adjoint) {
+int vitpe_plan_create_nd(vitpe_plan **out, int rank, const vitpe_axis *axes, int with_adjoint) {
     vitpe_plan *plan;
     vitpe_plan_layout L;
+    vitpe_axis ax[3];
     size_t header, bytes;
     int st;
     if (!out) return VITPE_EINVAL;
     *out = NULL;
-    if ((st = vitpe_plan_measure(&L, h, w, with_adjoint))) return st;
+    if ((st = vitpe_plan_measure_nd(&L, rank, axes, with_adjoint))) return st;
+    vitpe__grid_axes(ax, rank, axes); /* checked by the measure */
     /* one allocation: the struct, then the tables (8-byte aligned after it) */
     header = (sizeof(vitpe_plan) + 15) & ~(size_t)15;
     if ((st = vitpe__add(&bytes, header, L.bytes))) return st;
     plan = (vitpe_plan *)malloc(bytes); /* malloc check ok, overflow checked above */
     if (!plan) return VITPE_ENOMEM;
     memset(plan, 0, sizeof(*plan));
-    plan->h = *h;
-    plan->w = *w;
+    plan->rank = rank;
+    plan->t = ax[0];
+    plan->h = ax[1];
+    plan->w = ax[2];
     plan->layout = L;
     plan->buffer = (char *)plan + header;
-    if ((st = vitpe__fill_forward(plan->buffer, &L, 0, h)) ||
-        (st = vitpe__fill_forward(plan->buffer, &L, 1, w)))
+    if ((st = vitpe__fill_forward(plan->buffer, &L, 0, &plan->h)) ||
+        (st = vitpe__fill_forward(plan->buffer, &L, 1, &plan->w)) ||
+        (st = vitpe__fill_forward(plan->buffer, &L, 4, &plan->t)))
         goto fail;
     plan->fwd_h = vitpe__view(plan->buffer, &L, 0);
     plan->fwd_w = vitpe__view(plan->buffer, &L, 1);
+    plan->fwd_t = vitpe__view(plan->buffer, &L, 4);
     if (with_adjoint) {
         if ((st = vitpe__fill_adjoint(plan->buffer, &L, 2, plan->fwd_h)) ||
-            (st = vitpe__fill_adjoint(plan->buffer, &L, 3, plan->fwd_w)))
+            (st = vitpe__fill_adjoint(plan->buffer, &L, 3, plan->fwd_w)) ||
+            (st = vitpe__fill_adjoint(plan->buffer, &L, 5, plan->fwd_t)))
             goto fail;
         plan->adj_h = vitpe__view(plan->buffer, &L, 2);
         plan->adj_w = vitpe__view(plan->buffer, &L, 3);
+        plan->adj_t = vitpe__view(plan->buffer, &L, 5);
     }
     *out = plan;
     return VITPE_OK;
 fail:
     free(plan);
     return st;
+}
+
+int vitpe_plan_create(vitpe_plan **out, const vitpe_axis *h, const vitpe_axis *w,
+                      int with_adjoint) {
+    vitpe_axis axes[2];
+    if (!out) return VITPE_EINVAL;
+    *out = NULL;
+    if (!h || !w) return VITPE_EINVAL;
+    axes[0] = *h;
+    axes[1] = *w;
+    return vitpe_plan_create_nd(out, 2, axes, with_adjoint);
 }
 
 void vitpe_plan_destroy(vitpe_plan *plan) { free(plan); }

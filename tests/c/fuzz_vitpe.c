@@ -233,7 +233,7 @@ static void execute(const uint8_t *data, size_t size) {
     CHECK(sw == pw, "vitpe_axis_check(W) = %d, the contract: %d", sw, pw);
     const int want = sh ? sh : sw;
     if (want != VITPE_OK) { /* the naive references check the axes too */
-        vitpe_io io = {VITPE_F32, 1, 0, 1, 0, 1, 0, 1};
+        vitpe_io io = {VITPE_F32, 1, 0, 1, 0, 1, 0, 1, 0};
         float dummy[1] = {0};
         track(0);
         int sf = vitpe_forward_naive(dummy, dummy, &h, &w, &io), sb = vitpe_backward_naive(dummy, dummy, &h, &w, &io);

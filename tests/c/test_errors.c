@@ -76,7 +76,7 @@ void errors(void) {
                "vitpe_plan_create (W) returned %d (plan %p), want %d", st, (void *)plan, want);
         if (st == VITPE_OK) vitpe_plan_destroy(plan);
         if (want != VITPE_OK) {
-            vitpe_io io = {VITPE_F32, 1, 0, 1, 0, 1, 0, 1};
+            vitpe_io io = {VITPE_F32, 1, 0, 1, 0, 1, 0, 1, 0};
             float dummy[1] = {0};
             st = vitpe_forward_naive(dummy, dummy, &ax, &good, &io);
             record(st == want, "errors", "vitpe_forward_naive returned %d, want %d", st, want);
@@ -248,8 +248,8 @@ void batch_overflow(void) {
        (backward rows) both overflow; the row range [0, 1) itself is fine */
     vitpe_axis h = make_axis(4, 6, VITPE_MODE_BILINEAR, 0, 0, VITPE_F32, 0), w = h;
     vitpe_plan *plan = NULL;
-    vitpe_io fio = {VITPE_F32, INT64_MAX / 2, 0, 1, 0, 1, 36, 1}; /* inp broadcast, 16 tokens */
-    vitpe_io bio = {VITPE_F32, INT64_MAX / 2, 0, 1, 0, 1, 16, 1}; /* dout broadcast, 36 tokens */
+    vitpe_io fio = {VITPE_F32, INT64_MAX / 2, 0, 1, 0, 1, 36, 1, 0}; /* inp broadcast, 16 tokens */
+    vitpe_io bio = {VITPE_F32, INT64_MAX / 2, 0, 1, 0, 1, 16, 1, 0}; /* dout broadcast, 36 tokens */
     float inp[16] = {0}, out[36] = {0}, scratch[64];
     snprintf(case_name, sizeof case_name, "errors: batch INT64_MAX/2 (batch * rows overflows int64)");
     printf("c-kernels: %s\n", case_name);

@@ -35,7 +35,7 @@ def _size(value, name: str):
             return int(value)
     elif isinstance(value, numbers.Integral) and not isinstance(value, bool) and not _is_numpy_bool(value):
         return int(value)
-    raise ValueError(f"{name} must be ints (height, width), got {value!r} of type {type(value).__name__}")
+    raise ValueError(f"{name} must be ints (the grid's sides), got {value!r} of type {type(value).__name__}")
 
 
 def _factor(value, name: str) -> float:
@@ -45,31 +45,29 @@ def _factor(value, name: str) -> float:
             return float(value)
     elif isinstance(value, numbers.Real) and not isinstance(value, bool) and not _is_numpy_bool(value):
         return float(value)
-    raise ValueError(f"{name} must be one or two floats (height, width), got {value!r} of type "
+    raise ValueError(f"{name} must be one float or one per axis of the grid, got {value!r} of type "
                      f"{type(value).__name__}")
 
 
-def _pair(value, name: str, kind: str = "ints") -> list:
-    """One number or a pair of them (list, tuple, torch.Size, 1-D tensor or
-    array) -> a two-element list; anything else ValueError."""
-    if kind == "ints":  # the common call, (h, w) or h as plain ints, without the checks below
+def _sizes(value, name: str, kind: str = "ints", rank: int = 2) -> list:
+    """One number, or one per axis of the grid (a list, tuple, torch.Size,
+    1-D tensor or array) -> a list; one number stands for every axis of a
+    grid of `rank` axes (new_size's: 2, a square grid). How many values a
+    grid may have (1, 2 or 3) and whether old_size, new_size and
+    scale_factor agree is the op's check."""
+    if kind == "ints":  # the common calls, (h, w) or h as plain ints, without the checks below
         if type(value) is int:
-            return [value, value]
-        if type(value) in (tuple, list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
-            return [value[0], value[1]]
+            return [value] * rank
+        if type(value) in (tuple, list) and all(type(v) is int for v in value):
+            return list(value)
     one = _size if kind == "ints" else _factor
     if isinstance(value, (list, tuple)) or (getattr(value, "ndim", None) == 1
                                             and type(value).__name__ in ("Tensor", "Parameter", "ndarray")):
-        items = list(value)
-        if len(items) != 2:
-            raise ValueError(f"{name} must be one or two {kind} (height, width), got {len(items)} values: "
-                             f"{value!r}")
-        return [one(v, name) for v in items]
+        return [one(v, name) for v in value]
     if isinstance(value, (torch.Tensor, numbers.Number, torch.SymInt)) or _is_numpy_bool(value):
-        v = one(value, name)
-        return [v, v]
-    raise ValueError(f"{name} must be one or two {kind} (height, width), got {value!r} "
-                     f"of type {type(value).__name__}")
+        return [one(value, name)] * rank
+    raise ValueError(f"{name} must be one {kind[:-1]} or one per axis of the grid (1, 2 or 3 {kind}), got "
+                     f"{value!r} of type {type(value).__name__}")
 
 
 def _flag(value, name: str) -> Optional[bool]:
@@ -99,20 +97,23 @@ def _check_table(pos_embed) -> None:
                          f"tensor; convert it first (.to_dense(), .dequantize(), ...)")
 
 
-def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor) -> Tuple:
+def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor,
+             num_suffix_tokens) -> Tuple:
     """The caller's arguments in the op's types, defaults filled in."""
     if mode is None:
         mode = DEFAULT_MODE
     elif not isinstance(mode, str):
         raise ValueError(f"mode must be a str, one of {list(MODES)}, got {mode!r} of type {type(mode).__name__}")
+    new = _sizes(new_size, "new_size")
     return (
-        _pair(new_size, "new_size"),
-        None if old_size is None else _pair(old_size, "old_size"),
+        new,
+        None if old_size is None else _sizes(old_size, "old_size", rank=len(new)),
         _count(num_prefix_tokens, "num_prefix_tokens"),
         mode,
         _flag(align_corners, "align_corners"),
         bool(_flag(antialias, "antialias")),
-        None if scale_factor is None else _pair(scale_factor, "scale_factor", "floats"),
+        None if scale_factor is None else _sizes(scale_factor, "scale_factor", "floats", rank=len(new)),
+        _count(num_suffix_tokens, "num_suffix_tokens"),
     )
 
 
@@ -149,6 +150,14 @@ def _check_concrete(sizes, prof: Profile, dtype: torch.dtype) -> None:
                      f"{prof.compute_dtype} but returns it unchanged on its own grid, a branch on sizes traced as "
                      f"symbols; export at a fixed size, or convert the table to {prof.compute_dtype} first")
 
+def _infer_old_size(grid_tokens: int, rank: int) -> List[int]:
+    """The old grid the op infers: the whole grid (rank 1), a square (2), a
+    cube (3); a wrong guess is left for the op to report."""
+    if rank == 1:
+        return [grid_tokens]
+    side = int(round(max(grid_tokens, 0) ** (1.0 / rank)))
+    return [side] * rank
+
 
 # -- profiles: a library's conventions, resolved to the op's settings ------------------
 
@@ -170,15 +179,16 @@ def resolve(profile: Optional[str], mode: Optional[str] = None, align_corners: O
 
 
 def _interpolate_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix_tokens: int,
-                         prof: Profile) -> torch.Tensor:
+                         prof: Profile, num_suffix_tokens: int = 0) -> torch.Tensor:
     """The op with a resolved profile's settings, compute dtype and coordinate
     mapping. pos_embed is 3-D."""
-    new_size = _pair(new_size, "new_size")
-    if old_size is None:
-        grid_tokens = pos_embed.shape[1] - num_prefix_tokens
-        side = int(round(max(grid_tokens, 0) ** 0.5))
-        old_size = [side, side]  # the op validates side*side == grid_tokens
-    old_size = _pair(old_size, "old_size")
+    new_size = _sizes(new_size, "new_size")
+    rank = len(new_size)
+    num_prefix_tokens = _count(num_prefix_tokens, "num_prefix_tokens")
+    num_suffix_tokens = _count(num_suffix_tokens, "num_suffix_tokens")
+    if old_size is None:  # the op validates the guess
+        old_size = _infer_old_size(pos_embed.shape[1] - num_prefix_tokens - num_suffix_tokens, rank)
+    old_size = _sizes(old_size, "old_size", rank=rank)
     narrowing = (prof.compute_dtype is not None and pos_embed.dtype.is_floating_point
                  and torch.finfo(prof.compute_dtype).bits < torch.finfo(pos_embed.dtype).bits)
     traced = is_traced((*new_size, *old_size))
@@ -199,24 +209,26 @@ def _interpolate_profile(pos_embed: torch.Tensor, new_size, old_size, num_prefix
         return pos_embed.clone(memory_format=torch.contiguous_format)
 
     scale_factor = None
-    if prof.scale_offset is not None:
+    if prof.scale_offset is not None and len(old_size) == len(new_size):
         # DINOv2's "historical kludge": F.interpolate(scale_factor=((h+0.1)/H,
         # (w+0.1)/W)). floor(H * sf) == h, and the mapping uses 1/sf, not H/h.
-        scale_factor = [(int(new_size[0]) + prof.scale_offset) / int(old_size[0]),
-                        (int(new_size[1]) + prof.scale_offset) / int(old_size[1])]
+        scale_factor = [(int(n) + prof.scale_offset) / int(o) for n, o in zip(new_size, old_size)]
 
     orig_dtype = pos_embed.dtype
     table = pos_embed
     if prof.compute_dtype is not None and orig_dtype != prof.compute_dtype:
         table = pos_embed.to(prof.compute_dtype)
     out = _interpolate(table, new_size, old_size, num_prefix_tokens, prof.mode, prof.align_corners,
-                       prof.antialias, scale_factor, None)
+                       prof.antialias, scale_factor, None, num_suffix_tokens)
     if out.dtype != orig_dtype:
         out = out.to(orig_dtype)
-        if num_prefix_tokens and narrowing and not prof.cast_prefix:
+        if (num_prefix_tokens or num_suffix_tokens) and narrowing and not prof.cast_prefix:
             # The libraries split the prefix off before casting, so a narrowing
-            # compute dtype (timm's float32 for a float64 table) must not touch it.
-            out = torch.cat([pos_embed[:, :num_prefix_tokens], out[:, num_prefix_tokens:]], dim=1)
+            # compute dtype (timm's float32 for a float64 table) must not touch
+            # it (nor the suffix tokens, copied the same way).
+            grid_end = out.shape[1] - num_suffix_tokens
+            out = torch.cat([pos_embed[:, :num_prefix_tokens], out[:, num_prefix_tokens:grid_end],
+                             pos_embed[:, pos_embed.shape[1] - num_suffix_tokens:]], dim=1)
     return out
 
 
@@ -232,18 +244,30 @@ def interpolate_pos_embed(
     antialias: Optional[bool] = None,
     scale_factor: Optional[Union[float, List[float]]] = None,
     profile: Optional[str] = None,
+    num_suffix_tokens: int = 0,
 ) -> torch.Tensor:
     """Resize a ViT position-embedding table to a new patch grid.
 
-    pos_embed: (B, P + Hin*Win, C) or (P + Hin*Win, C); the first P =
-        num_prefix_tokens tokens (class, distillation, registers) are copied
-        unchanged, the rest is a row-major Hin x Win grid.
-    new_size: the new grid (Hout, Wout), or one int for a square grid.
-    old_size: the old grid; None infers a square one.
+    pos_embed: (B, P + grid + S, C) or (P + grid + S, C); the first P =
+        num_prefix_tokens tokens (class, distillation, registers) and the last
+        S = num_suffix_tokens tokens (BEiT's extra relative-position rows) are
+        copied unchanged; the tokens between are a row-major grid, the last
+        axis fastest: Hin x Win, or Tin x Hin x Win (video, volumes), or Lin.
+    new_size: the new grid: (Hout, Wout), one int for a square grid, or a
+        list of 1 or 3 ints for a grid of rank 1 (Lout,) or 3 (Tout, Hout,
+        Wout); its length is the grid's rank.
+    old_size: the old grid, as many ints as new_size (one int: every side);
+        None infers it: a square (rank 2), a cube (rank 3), the whole grid
+        (rank 1).
     mode, align_corners, antialias, scale_factor: as F.interpolate on the grid
         (scale_factor as with recompute_scale_factor=False; it must give
-        floor(old * scale) == new_size). mode: one of vitpe_ext.MODES, the C
-        kernels' mode table (F.interpolate's modes and "lanczos3").
+        floor(old * scale) == new_size; one float or one per axis). mode: one
+        of vitpe_ext.MODES, the C kernels' mode table (F.interpolate's modes
+        and "lanczos3"); "bilinear"/"bicubic" are linear/cubic along every
+        axis at any rank, and F.interpolate's "linear" (rank 1) and
+        "trilinear" (rank 3) are accepted too. On grids of rank 1 and 3 the
+        cubic, lanczos3 and antialiased modes, which F.interpolate has only
+        in 2-D, are the 2-D filter applied along each axis (README, Modes).
         Unset (None): the default mode (DEFAULT_MODE, bicubic), antialias
         False, or the profile's.
     profile: reproduce one library's resize exactly: "torchvision", "timm",
@@ -251,8 +275,8 @@ def interpolate_pos_embed(
         It sets mode/align_corners/antialias/coordinate mapping/compute dtype;
         an explicit argument contradicting it raises ValueError.
 
-    Returns (B, P + Hout*Wout, C) (or 2-D if given 2-D), contiguous, same
-    dtype and device; differentiable to any order.
+    Returns (B, P + Hout*Wout + S, C) (the new grid's tokens; or 2-D if given
+    2-D), contiguous, same dtype and device; differentiable to any order.
 
     Bad arguments raise ValueError naming the argument (README, Errors).
     TorchScript: torch.jit.script compiles callers of this function; there
@@ -260,25 +284,27 @@ def interpolate_pos_embed(
     """
     if torch.jit.is_scripting():
         return _interpolate_scripted(pos_embed, new_size, old_size, num_prefix_tokens, mode, align_corners,
-                                     antialias, scale_factor, profile)
+                                     antialias, scale_factor, profile, num_suffix_tokens)
     else:
         return _interpolate(pos_embed, new_size, old_size, num_prefix_tokens, mode, align_corners,
-                            antialias, scale_factor, profile)
+                            antialias, scale_factor, profile, num_suffix_tokens)
 
 
 @torch.jit.unused
 def _interpolate(pos_embed: torch.Tensor, new_size: Union[int, List[int]],
                  old_size: Optional[Union[int, List[int]]], num_prefix_tokens: int, mode: Optional[str],
                  align_corners: Optional[bool], antialias: Optional[bool],
-                 scale_factor: Optional[Union[float, List[float]]], profile: Optional[str]) -> torch.Tensor:
+                 scale_factor: Optional[Union[float, List[float]]], profile: Optional[str],
+                 num_suffix_tokens: int = 0) -> torch.Tensor:
     _check_table(pos_embed)
     if profile is not None:
         resolved = resolve(profile, mode, align_corners, antialias, scale_factor)
         squeeze = pos_embed.dim() == 2
         table = pos_embed.unsqueeze(0) if squeeze else pos_embed
-        out = _interpolate_profile(table, new_size, old_size, num_prefix_tokens, resolved)
+        out = _interpolate_profile(table, new_size, old_size, num_prefix_tokens, resolved, num_suffix_tokens)
         return out.squeeze(0) if squeeze else out
-    args = _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor)
+    args = _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor,
+                    num_suffix_tokens)
     squeeze = pos_embed.dim() == 2
     if squeeze:
         pos_embed = pos_embed.unsqueeze(0)
@@ -290,7 +316,7 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
                           old_size: Optional[Union[int, List[int]]], num_prefix_tokens: int,
                           mode: Optional[str], align_corners: Optional[bool], antialias: Optional[bool],
                           scale_factor: Optional[Union[float, List[float]]],
-                          profile: Optional[str]) -> torch.Tensor:
+                          profile: Optional[str], num_suffix_tokens: int = 0) -> torch.Tensor:
     """The public function as TorchScript compiles it: the types are the
     annotations' (the compiler checks them), the op checks the rest, and
     autograd is the op's own registration."""
@@ -302,17 +328,18 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
     new: List[int] = [new_size, new_size] if isinstance(new_size, int) else new_size
     old: Optional[List[int]] = None
     if old_size is not None:
-        old = [old_size, old_size] if isinstance(old_size, int) else old_size
+        old = [old_size] * len(new) if isinstance(old_size, int) else old_size
     factors: Optional[List[float]] = None
     if scale_factor is not None:
-        factors = [scale_factor, scale_factor] if isinstance(scale_factor, float) else scale_factor
+        factors = [scale_factor] * len(new) if isinstance(scale_factor, float) else scale_factor
     antialias_: bool = False if antialias is None else antialias
     if mode is None:  # the schema's default mode (DEFAULT_MODE): TorchScript cannot read a global str
         out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, align_corners=align_corners,
-                                                    antialias=antialias_, scale_factor=factors)
+                                                    antialias=antialias_, scale_factor=factors,
+                                                    num_suffix_tokens=num_suffix_tokens)
     else:
         out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, mode, align_corners,
-                                                    antialias_, factors)
+                                                    antialias_, factors, num_suffix_tokens)
     return out.squeeze(0) if squeeze else out
 
 
