@@ -76,7 +76,8 @@ static int run_case(const char *name, int64_t B, int64_t P, int64_t hin, int64_t
     CK(cudaMalloc(&dst, B * dst_tokens * C * sizeof(T)));
     CK(cudaMalloc(&cpy, B * dst_tokens * C * sizeof(T)));
     CK(cudaMemset(src, 0x3C, B * src_tokens * C * sizeof(T)));
-    vitpe__rows_args a;
+    vitpe__rows_args a = {};
+    a.slices = 1;
     int t = backward ? 2 : 0;
     a.th = vitpe__table_at(plan, &L, t); a.tw = vitpe__table_at(plan, &L, t + 1);
     a.batch = B; a.prefix = P; a.channels = C;

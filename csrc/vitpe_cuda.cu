@@ -28,6 +28,13 @@
  *          grids), one thread per output vector recomputes its H-pass columns
  *          in registers: the same sums in the same order, just slower.
  *
+ *   grids  of rank 3 (vitpe_stages.h): the rows kernel over each T slice
+ *          (slices), the T pass kernel over (H, W) slabs, or both, in stream
+ *          order through float slabs in the workspace (half data: rows and
+ *          T kernels read one type and write another); prefix and suffix
+ *          tokens copied by the rows kernel or, where it does not run over
+ *          the tensors, by a tokens kernel. Rank 1 and 2: one rows launch.
+ *
  * Backward is the same engine over the adjoint tables: each dinp element is
  * gathered and written once by one thread, in a fixed order. No atomics, so
  * gradients are bitwise deterministic. Nothing here prints; every entry point
@@ -40,16 +47,18 @@
 
 #include "vitpe.h"
 #include "vitpe_taps.h"
+#include "vitpe_stages.h"
 #include "vitpe_cuda_plan.h"
 #include "vitpe_cuda_rows.cuh"
 
-/* The kernels' arguments for a plan's forward (t = 0) or adjoint (t = 2)
- * tables, with no device tables yet. */
+/* The rows kernel's arguments for a plan's forward (t = 0) or adjoint (t = 2)
+ * H and W tables, with no device tables yet, over io's tensors as one
+ * stage of one slice (the caller adjusts strides and slices per stage). */
 static int vitpe__args(vitpe__rows_args *a, const vitpe_plan *plan, int t, const vitpe_io *io) {
     if (!plan || !io) return VITPE_EINVAL;
     if (t == 2 && !plan->layout.with_adjoint) return VITPE_EINVAL;
     if (io->dtype < VITPE_F32 || io->dtype > VITPE_BF16) return VITPE_EINVAL;
-    if (io->batch < 0 || io->prefix < 0 || io->channels < 0) return VITPE_EINVAL;
+    if (io->batch < 0 || io->prefix < 0 || io->channels < 0 || io->suffix < 0) return VITPE_EINVAL;
     memset(a, 0, sizeof(*a));
     for (int x = 0; x < 2; x++) {
         vitpe__table *v = x ? &a->tw : &a->th;
@@ -65,6 +74,7 @@ static int vitpe__args(vitpe__rows_args *a, const vitpe_plan *plan, int t, const
     a->in_ts = io->in_token_stride;
     a->out_bs = io->out_batch_stride;
     a->out_ts = io->out_token_stride;
+    a->slices = 1;
     return VITPE_OK;
 }
 
@@ -76,41 +86,171 @@ static int vitpe__needs_workspace(const vitpe__rows_args &a, int dtype) {
     }
 }
 
+static size_t vitpe__acc_bytes(int dtype) { return dtype == VITPE_F64 ? 8 : 4; }
+
+/* Where a run keeps what it needs in device memory (vitpe_stages.h): the
+ * plan's tables (where they do not travel inline), then, 256-byte aligned,
+ * the slabs between two stages. */
+struct vitpe__cuda_run {
+    vitpe__staging s;
+    int has_t;         /* a T stage runs */
+    int device_tables;
+    size_t mid_offset, bytes;
+};
+
+static int vitpe__cuda_plan_run(vitpe__cuda_run *r, const vitpe_plan *plan, const vitpe_io *io, int backward) {
+    vitpe__rows_args a;
+    int st;
+    if ((st = vitpe__args(&a, plan, backward ? 2 : 0, io))) return st;
+    if ((st = vitpe__stage(&r->s, plan, io->batch, backward))) return st;
+    const int has_grid = r->s.kind[0] == VITPE__STAGE_GRID || r->s.count == 2;
+    const int has_t = r->s.kind[0] == VITPE__STAGE_T || r->s.count == 2;
+    r->has_t = has_t;
+    vitpe__table tt;
+    tt.n_out = r->s.tt->n_out;
+    tt.width = r->s.tt->width;
+    const int64_t t_bytes = io->dtype == VITPE_F64 ? vitpe__t_table_bytes<double>(tt) : vitpe__t_table_bytes<float>(tt);
+    r->device_tables = (has_grid && vitpe__needs_workspace(a, io->dtype)) || (has_t && t_bytes > VITPE_INLINE_T);
+    r->mid_offset = r->device_tables ? (plan->layout.bytes + 255) & ~(size_t)255 : 0;
+    r->bytes = r->device_tables ? plan->layout.bytes : 0;
+    if (r->s.count == 2) {
+        int64_t n;
+        if ((st = vitpe__mul64(&n, r->s.mid_t * r->s.mid_h, r->s.mid_w)) || (st = vitpe__mul64(&n, n, io->channels)) ||
+            (st = vitpe__mul64(&n, n, io->batch)))
+            return st;
+        if ((uint64_t)n > (SIZE_MAX - r->mid_offset) / vitpe__acc_bytes(io->dtype)) return VITPE_EOVERFLOW;
+        r->bytes = r->mid_offset + (size_t)n * vitpe__acc_bytes(io->dtype);
+    }
+    return VITPE_OK;
+}
+
 extern "C" int vitpe_cuda_workspace_bytes(size_t *bytes, const vitpe_plan *plan, const vitpe_io *io,
                                           int backward) {
-    vitpe__rows_args a;
+    vitpe__cuda_run r;
     int st;
     if (!bytes) return VITPE_EINVAL;
     *bytes = 0;
-    if ((st = vitpe__args(&a, plan, backward ? 2 : 0, io))) return st;
-    if (vitpe__needs_workspace(a, io->dtype)) *bytes = plan->layout.bytes;
+    if ((st = vitpe__cuda_plan_run(&r, plan, io, backward))) return st;
+    *bytes = r.bytes;
     return VITPE_OK;
+}
+
+/* A GRID stage (the rows kernel over slices) from TI to TO, or a T stage,
+ * by dtype: the data type both sides, or (two stages of half data) the data
+ * type on one side and float slabs on the other. */
+template <typename TR, int V>
+static int vitpe__grid_stage(void *out, const void *inp, const vitpe__rows_args &a, int in_slab, int out_slab,
+                             const vitpe_taps *th, const vitpe_taps *tw, cudaStream_t s) {
+    if (in_slab) return vitpe__dispatch_vec<vitpe__f32, V, TR>(out, inp, a, th, tw, s);
+    if (out_slab) return vitpe__dispatch_vec<TR, V, vitpe__f32>(out, inp, a, th, tw, s);
+    return vitpe__dispatch_vec<TR, V>(out, inp, a, th, tw, s);
+}
+template <typename TR, int V>
+static int vitpe__t_stage(void *out, const void *inp, const vitpe__tpass_args &a, int in_slab, int out_slab,
+                          const vitpe_taps *tt, cudaStream_t s) {
+    if (in_slab) return vitpe__launch_tpass<vitpe__f32, V, TR>(out, inp, a, tt, s);
+    if (out_slab) return vitpe__launch_tpass<TR, V, vitpe__f32>(out, inp, a, tt, s);
+    return vitpe__launch_tpass<TR, V>(out, inp, a, tt, s);
 }
 
 static int vitpe__run(void *out, const void *inp, const vitpe_plan *plan, int backward,
                       const vitpe_io *io, void *workspace, void *stream) {
     const int t = backward ? 2 : 0;
     vitpe__rows_args a;
+    vitpe__cuda_run r;
     int st;
     if ((st = vitpe__args(&a, plan, t, io))) return st;
+    if ((st = vitpe__cuda_plan_run(&r, plan, io, backward))) return st;
     if (io->batch == 0 || io->channels == 0) return VITPE_OK;
     if (!out || !inp) return VITPE_EINVAL;
+    if (r.bytes > 0 && !workspace) return VITPE_EINVAL;
     cudaStream_t s = (cudaStream_t)stream;
-    const vitpe_taps *th = backward ? &plan->adj_h : &plan->fwd_h;
-    const vitpe_taps *tw = backward ? &plan->adj_w : &plan->fwd_w;
-    if (vitpe__needs_workspace(a, io->dtype)) {
-        if (!workspace) return VITPE_EINVAL;
+    const vitpe__staging &g = r.s;
+    const vitpe_taps *th = g.th, *tw = g.tw, *tt = g.tt;
+    vitpe__table dev_tt = {};
+    if (r.device_tables) {
         if ((st = vitpe__plan_fill_cuda(workspace, &plan->layout, &plan->h, &plan->w, s))) return st;
+        if (r.has_t && (st = vitpe__plan_fill_t_cuda(workspace, &plan->layout, &plan->t, s))) return st;
         a.th = vitpe__table_at(workspace, &plan->layout, t);
         a.tw = vitpe__table_at(workspace, &plan->layout, t + 1);
-        th = tw = NULL;
+        dev_tt = vitpe__table_at(workspace, &plan->layout, backward ? 5 : 4);
+        th = tw = tt = NULL;
     }
-    switch (io->dtype) {
-    case VITPE_F32: return vitpe__dispatch_vec<vitpe__f32, 4>(out, inp, a, th, tw, s);
-    case VITPE_F64: return vitpe__dispatch_vec<vitpe__f64, 2>(out, inp, a, th, tw, s);
-    case VITPE_F16: return vitpe__dispatch_vec<vitpe__f16, 8>(out, inp, a, th, tw, s);
-    default: return vitpe__dispatch_vec<vitpe__bf16, 8>(out, inp, a, th, tw, s);
+    const int dt = io->dtype;
+    const int64_t es = dt == VITPE_F64 ? 8 : dt == VITPE_F32 ? 4 : 2;
+    const int64_t P = io->prefix, C = io->channels, its = io->in_token_stride, ots = io->out_token_stride;
+    a.suffix = io->suffix;
+    char *mid = (char *)workspace + r.mid_offset;
+    const int64_t slab = g.mid_h * g.mid_w;
+    for (int stage = 0; stage < g.count; stage++) {
+        /* the two sides of this stage (vitpe_stages.h): a tensor's grid, or the float slabs */
+        const int in_slab = g.count == 2 && stage == 1, out_slab = g.count == 2 && stage == 0;
+        const void *src = in_slab ? (const void *)mid : inp;
+        void *dst = out_slab ? (void *)mid : out;
+        const int64_t in_ts = in_slab ? C : its, out_ts = out_slab ? C : ots;
+        const int64_t in_bs = in_slab ? g.mid_t * slab * C : io->in_batch_stride;
+        const int64_t out_bs = out_slab ? g.mid_t * slab * C : io->out_batch_stride;
+        const int64_t in_ss = (in_slab ? slab : g.th->n_in * g.tw->n_in) * in_ts;
+        const int64_t out_ss = (out_slab ? slab : g.th->n_out * g.tw->n_out) * out_ts;
+        if (g.kind[stage] == VITPE__STAGE_GRID) {
+            vitpe__rows_args ga = a;
+            ga.slices = g.count == 2 ? g.mid_t : g.tt->n_in;
+            ga.batch = io->batch * ga.slices; /* rows over every slice */
+            ga.in_bs = in_bs;
+            ga.in_ts = in_ts;
+            ga.in_ss = in_ss;
+            ga.out_bs = out_bs;
+            ga.out_ts = out_ts;
+            ga.out_ss = out_ss;
+            if (g.count == 2) { /* tokens are copied once, below; pointers at the grids */
+                ga.prefix = ga.suffix = 0;
+                if (!in_slab) src = (const char *)src + P * its * es;
+                if (!out_slab) dst = (char *)dst + P * ots * es;
+            }
+            switch (dt) {
+            case VITPE_F32: st = vitpe__dispatch_vec<vitpe__f32, 4>(dst, src, ga, th, tw, s); break;
+            case VITPE_F64: st = vitpe__dispatch_vec<vitpe__f64, 2>(dst, src, ga, th, tw, s); break;
+            case VITPE_F16: st = vitpe__grid_stage<vitpe__f16, 8>(dst, src, ga, in_slab, out_slab, th, tw, s); break;
+            default: st = vitpe__grid_stage<vitpe__bf16, 8>(dst, src, ga, in_slab, out_slab, th, tw, s); break;
+            }
+        } else {
+            vitpe__tpass_args ta;
+            memset(&ta, 0, sizeof ta);
+            ta.tt = dev_tt;
+            ta.tt.n_out = tt ? tt->n_out : dev_tt.n_out;
+            ta.tt.n_in = tt ? tt->n_in : dev_tt.n_in;
+            ta.tt.width = tt ? tt->width : dev_tt.width;
+            ta.batch = io->batch;
+            ta.channels = C;
+            ta.slab = g.count == 2 ? slab : g.th->n_out * g.tw->n_out;
+            ta.in_bs = in_bs;
+            ta.in_ts = in_ts;
+            ta.in_ss = in_ss;
+            ta.out_bs = out_bs;
+            ta.out_ts = out_ts;
+            ta.out_ss = out_ss;
+            if (!in_slab) src = (const char *)src + P * its * es;
+            if (!out_slab) dst = (char *)dst + P * ots * es;
+            switch (dt) {
+            case VITPE_F32: st = vitpe__launch_tpass<vitpe__f32, 4>(dst, src, ta, tt, s); break;
+            case VITPE_F64: st = vitpe__launch_tpass<vitpe__f64, 2>(dst, src, ta, tt, s); break;
+            case VITPE_F16: st = vitpe__t_stage<vitpe__f16, 8>(dst, src, ta, in_slab, out_slab, tt, s); break;
+            default: st = vitpe__t_stage<vitpe__bf16, 8>(dst, src, ta, in_slab, out_slab, tt, s); break;
+            }
+        }
+        if (st) return st;
     }
+    /* a run whose rows kernel did not copy the prefix and suffix tokens */
+    if (g.count == 2 || g.kind[0] == VITPE__STAGE_T) {
+        const vitpe__tokens_args ka = {io->batch, P, io->suffix, C, io->in_batch_stride, its,
+                                       io->out_batch_stride, ots, P + g.grid_in, P + g.grid_out};
+        switch (dt) {
+        case VITPE_F32: return vitpe__launch_tokens<float, 4>(out, inp, ka, s);
+        case VITPE_F64: return vitpe__launch_tokens<double, 2>(out, inp, ka, s);
+        default: return vitpe__launch_tokens<uint16_t, 8>(out, inp, ka, s);
+        }
+    }
+    return VITPE_OK;
 }
 
 extern "C" int vitpe_forward_cuda(void *out, const void *inp, const vitpe_plan *plan,

@@ -23,7 +23,7 @@
 
 struct vitpe__fill_args {
     vitpe_plan_layout L;
-    vitpe_axis ax[2];  /* H, W */
+    vitpe_axis ax[3];  /* H, W, T */
     int t_begin, t_end; /* tables [t_begin, t_end) of the layout */
     int adjoint_from_tables; /* 1: read forward weights from the filled tables */
 };
@@ -36,18 +36,18 @@ __global__ void vitpe__plan_fill_kernel(char *base, const vitpe__fill_args a) {
         int t = a.t_begin;
         int64_t i = idx;
         while (i >= a.L.n_out[t]) i -= a.L.n_out[t++];
-        const vitpe_axis *ax = &a.ax[t & 1];
+        const vitpe_axis *ax = &a.ax[t >= 4 ? 2 : t & 1];
         int64_t *start = (int64_t *)(base + a.L.start_offset[t]);
         int64_t *count = (int64_t *)(base + a.L.count_offset[t]);
         double *weight = (double *)(base + a.L.weight_offset[t]) + i * a.L.width[t];
         const int64_t width = a.L.width[t];
-        if (t < 2) { /* forward: output i reads inputs start .. start+count-1 */
+        if (t < 2 || t == 4) { /* forward: output i reads inputs start .. start+count-1 */
             int64_t s, n = vitpe__axis_taps(ax, i, &s, weight);
             for (int64_t k = n; k < width; k++) weight[k] = 0.0;
             start[i] = s;
             count[i] = n;
         } else { /* adjoint: input i is read by outputs first .. first+n-1 */
-            const int f = t - 2; /* its forward table */
+            const int f = t == 5 ? 4 : t - 2; /* its forward table */
             int64_t first, n = vitpe__axis_adjoint_range(ax, i, &first);
             if (n > width) n = width; /* cannot happen (width is the host's maximum of n); never write past */
             for (int64_t k = 0; k < n; k++) {
@@ -153,11 +153,12 @@ vitpe__plan_fill_block_kernel(char *base, const vitpe__fill_args a) {
 
 static int vitpe__launch_fill(char *base, const vitpe_plan_layout *L, const vitpe_axis *h,
                               const vitpe_axis *w, int t_begin, int t_end, int from_tables,
-                              cudaStream_t stream) {
+                              cudaStream_t stream, const vitpe_axis *t_axis = NULL) {
     vitpe__fill_args a;
     a.L = *L;
     a.ax[0] = *h;
     a.ax[1] = *w;
+    a.ax[2] = t_axis ? *t_axis : *w;
     a.t_begin = t_begin;
     a.t_end = t_end;
     a.adjoint_from_tables = from_tables;
@@ -189,6 +190,7 @@ int vitpe__plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout, co
         a.L = *layout;
         a.ax[0] = *h;
         a.ax[1] = *w;
+        a.ax[2] = *w; /* unused: tables 0-3 */
         a.t_begin = 0;
         a.t_end = 4;
         a.adjoint_from_tables = 1;
@@ -201,4 +203,18 @@ int vitpe__plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout, co
      * reads the forward tables, so it runs after them in stream order */
     if ((st = vitpe__launch_fill(base, layout, h, w, 0, 2, 0, s))) return st;
     return vitpe__launch_fill(base, layout, h, w, 2, 4, 1, s);
+}
+
+int vitpe__plan_fill_t_cuda(void *plan_buffer, const vitpe_plan_layout *layout, const vitpe_axis *t,
+                            cudaStream_t stream) {
+    int st;
+    if (!plan_buffer || !layout || !t) return VITPE_EINVAL;
+    if ((st = vitpe_axis_check(t))) return st;
+    if (layout->n_out[4] != t->out_size || layout->n_in[4] != t->in_size) return VITPE_EINVAL;
+    char *base = (char *)plan_buffer;
+    /* the forward table, then the adjoint from it (stream order) */
+    if ((st = vitpe__launch_fill(base, layout, t, t, 4, 5, 0, stream, t))) return st;
+    if (!layout->with_adjoint) return VITPE_OK;
+    if (layout->n_out[5] != t->in_size) return VITPE_EINVAL;
+    return vitpe__launch_fill(base, layout, t, t, 5, 6, 1, stream, t);
 }

@@ -16,5 +16,8 @@
  * where a plan's tables are too big to travel in the launch parameters. */
 int vitpe__plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout, const vitpe_axis *h,
                           const vitpe_axis *w, cudaStream_t stream);
+/* The same for the T tables (layout slots 4 and 5) of axis t. */
+int vitpe__plan_fill_t_cuda(void *plan_buffer, const vitpe_plan_layout *layout, const vitpe_axis *t,
+                            cudaStream_t stream);
 
 #endif /* VITPE_CUDA_PLAN_H */

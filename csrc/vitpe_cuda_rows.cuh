@@ -11,6 +11,9 @@
  *                         H-pass columns (grids too wide for the scratch row)
  *   vitpe__choose_grid    how a resize is cut into blocks
  *   vitpe__launch_rows_with, vitpe__dispatch_vec   the launchers
+ *   vitpe__tpass_kernel   the T pass of a rank-3 grid (vitpe_stages.h): one
+ *                         thread per output vector, sum over T slabs
+ *   vitpe__tokens_kernel  prefix and suffix tokens, where no rows kernel copies them
  *
  * Accumulation in float (double for float64), in tap order, the first term
  * a product, one rounding on store: vitpe_cpu.c's arithmetic. Include after
@@ -24,6 +27,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <string.h>
+
+#include <type_traits>
 
 #include "vitpe.h"
 
@@ -91,6 +96,12 @@ struct vitpe__rows_args {
     vitpe__table th, tw; /* H (rows) and W (columns); pointers unused with inline tables */
     int64_t batch, prefix, channels;
     int64_t in_bs, in_ts, out_bs, out_ts; /* batch/token strides, in elements */
+    /* Each table holds `slices` grids (T slices of a rank-3 grid; 1 below),
+     * in_ss/out_ss elements apart: row r is slice b % slices of table
+     * b / slices, b = r / th.n_out (batch counts slices). The suffix tokens
+     * follow the last slice and are copied with the prefix (one type in and
+     * out only). */
+    int64_t slices, in_ss, out_ss, suffix;
 };
 
 /* The tables of both axes carried by value in the launch's parameters, in
@@ -169,12 +180,16 @@ __device__ __forceinline__ void vitpe__store_vec(typename TR::T *dst, const type
     }
 }
 
+/* Token p of the prefix and suffix tokens (p < prefix + suffix) of table b,
+ * channels [c, c + V): copied. The suffix follows the grid's slices. */
 template <typename TR, int V>
-__device__ __forceinline__ void vitpe__copy_prefix(typename TR::T *dst, const typename TR::T *src,
-                                                   const vitpe__rows_args &a, int64_t b, int64_t c,
-                                                   int64_t p) {
+__device__ __forceinline__ void vitpe__copy_token(typename TR::T *dst, const typename TR::T *src,
+                                                  const vitpe__rows_args &a, int64_t b, int64_t c,
+                                                  int64_t p) {
     typedef vitpe__vec<typename TR::T, V> VT;
-    *(VT *)(dst + b * a.out_bs + p * a.out_ts + c) = *(const VT *)(src + b * a.in_bs + p * a.in_ts + c);
+    const int64_t pi = p < a.prefix ? p : p + a.slices * a.th.n_in * a.tw.n_in;
+    const int64_t po = p < a.prefix ? p : p + a.slices * a.th.n_out * a.tw.n_out;
+    *(VT *)(dst + b * a.out_bs + po * a.out_ts + c) = *(const VT *)(src + b * a.in_bs + pi * a.in_ts + c);
 }
 
 /* Block (x: channel vectors, y: grid columns) per (batch*row, channel tile);
@@ -201,13 +216,17 @@ __host__ __device__ static inline int64_t vitpe__rows_smem(const vitpe__rows_arg
 /* Register cap of 64 (4 blocks of 256 threads per SM): the kernel is latency
  * bound, so occupancy pays, up to where a tighter cap starts to spill. */
 #define VITPE_ROWS_MIN_BLOCKS 4
-template <typename TR, int V, int CAP>
+/* TR reads, TRO writes (the GRID stages of a rank-3 run on half data read
+ * or write float slabs); both have the same ACC. */
+template <typename TR, int V, int CAP, typename TRO = TR>
 __global__ void __launch_bounds__(256, VITPE_ROWS_MIN_BLOCKS)
-vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__restrict__ inp,
+vitpe__rows_kernel(typename TRO::T *__restrict__ out, const typename TR::T *__restrict__ inp,
                    const vitpe__rows_args a,
                    const __grid_constant__ vitpe__inline_tables<CAP> tables) {
     typedef typename TR::T T;
+    typedef typename TRO::T TO;
     typedef typename TR::ACC ACC;
+    constexpr bool same = std::is_same<TR, TRO>::value;
     /* The scratch row holds a thread's V accumulators as NP planes of at most
      * 16 bytes, tmp[(ix * NP + p) * TX + tx]: a warp reads or writes one plane
      * as 512 contiguous bytes, which shared memory serves without bank
@@ -260,12 +279,15 @@ vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__res
         for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
             const int64_t b = r / out_h;
             const int oy = (int)(r - b * out_h);
-            if (oy == 0 && active) /* prefix tokens pass through, bit for bit */
-                for (int64_t p = ty; p < P; p += TY) vitpe__copy_prefix<TR, V>(out, inp, a, b, c, p);
+            const int64_t bo = a.slices == 1 ? b : b / a.slices, bs = b - bo * a.slices;
+            if constexpr (same) /* prefix and suffix tokens pass through, bit for bit */
+                if (oy == 0 && bs == 0 && active)
+                    for (int64_t p = ty; p < P + a.suffix; p += TY)
+                        vitpe__copy_token<TR, V>((T *)out, inp, a, bo, c, p);
             /* H pass: this row's vertical taps, every input column */
             const ACC *wy = wh + oy * hwidth;
             const int ny = nh[oy];
-            const T *src = inp + b * a.in_bs + (P + (int64_t)sh[oy] * in_w) * a.in_ts + c;
+            const T *src = inp + bo * a.in_bs + bs * a.in_ss + (P + (int64_t)sh[oy] * in_w) * a.in_ts + c;
             if (active)
                 for (int ix = ty; ix < in_w; ix += TY) {
                     ACC acc[V];
@@ -280,7 +302,7 @@ vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__res
                 }
             __syncthreads();
             /* W pass: horizontal taps from the scratch row into the output row */
-            T *drow = out + b * a.out_bs + (P + (int64_t)oy * out_w) * a.out_ts + c;
+            TO *drow = out + bo * a.out_bs + bs * a.out_ss + (P + (int64_t)oy * out_w) * a.out_ts + c;
             if (active)
                 for (int ox = ty; ox < out_w; ox += TY) {
                     const int sx = sw[ox], nx = nw[ox];
@@ -307,42 +329,47 @@ vitpe__rows_kernel(typename TR::T *__restrict__ out, const typename TR::T *__res
                                 }
                             }
                     }
-                    vitpe__store_vec<TR, V>(drow + ox * a.out_ts, acc);
+                    vitpe__store_vec<TRO, V>(drow + ox * a.out_ts, acc);
                 }
             __syncthreads(); /* the next row overwrites tmp */
         }
     }
 }
 
-/* No shared memory: one thread per (prefix token or output token, channel
- * vector); each recomputes the H-pass values of its W taps. Same sums, same
- * order, same roundings as the rows kernel. */
-template <typename TR, int V>
+/* No shared memory: one thread per (prefix/suffix token or output token,
+ * channel vector); each recomputes the H-pass values of its W taps. Same
+ * sums, same order, same roundings as the rows kernel. */
+template <typename TR, int V, typename TRO = TR>
 __global__ void __launch_bounds__(256)
-vitpe__direct_kernel(typename TR::T *__restrict__ out, const typename TR::T *__restrict__ inp,
+vitpe__direct_kernel(typename TRO::T *__restrict__ out, const typename TR::T *__restrict__ inp,
                      const vitpe__rows_args a) {
     typedef typename TR::T T;
     typedef typename TR::ACC ACC;
-    const int64_t C = a.channels, P = a.prefix, ncv = C / V;
+    constexpr bool same = std::is_same<TR, TRO>::value;
+    const int64_t C = a.channels, P = a.prefix, ncv = C / V, copied = same ? P + a.suffix : 0;
     const int64_t in_w = a.tw.n_in, out_h = a.th.n_out, out_w = a.tw.n_out;
-    const int64_t n_prefix = a.batch * P * ncv, total = n_prefix + a.batch * out_h * out_w * ncv;
+    const int64_t tables = a.batch / a.slices; /* a.batch counts slices */
+    const int64_t n_tokens = tables * copied * ncv, total = n_tokens + a.batch * out_h * out_w * ncv;
     for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
          idx += (int64_t)gridDim.x * blockDim.x) {
-        if (idx < n_prefix) {
-            const int64_t c = (idx % ncv) * V, bp = idx / ncv;
-            vitpe__copy_prefix<TR, V>(out, inp, a, bp / P, c, bp % P);
+        if (idx < n_tokens) {
+            if constexpr (same) {
+                const int64_t c = (idx % ncv) * V, bp = idx / ncv;
+                vitpe__copy_token<TR, V>((T *)out, inp, a, bp / copied, c, bp % copied);
+            }
             continue;
         }
-        int64_t i = idx - n_prefix;
+        int64_t i = idx - n_tokens;
         const int64_t c = (i % ncv) * V;
         i /= ncv;
         const int64_t ox = i % out_w;
         i /= out_w;
         const int64_t oy = i % out_h, b = i / out_h;
+        const int64_t bo = b / a.slices, bs = b - bo * a.slices;
         const int64_t sy = __ldg(a.th.start + oy), ny = __ldg(a.th.count + oy);
         const int64_t sx = __ldg(a.tw.start + ox), nx = __ldg(a.tw.count + ox);
         const double *wy = a.th.weight + oy * a.th.width, *wx = a.tw.weight + ox * a.tw.width;
-        const T *src = inp + b * a.in_bs + (P + sy * in_w) * a.in_ts + c;
+        const T *src = inp + bo * a.in_bs + bs * a.in_ss + (P + sy * in_w) * a.in_ts + c;
         ACC acc[V], t[V];
         if (nx == 0) {
 #pragma unroll
@@ -354,7 +381,7 @@ vitpe__direct_kernel(typename TR::T *__restrict__ out, const typename TR::T *__r
 #pragma unroll
             for (int j = 0; j < V; j++) acc[j] = k == 0 ? wk * t[j] : acc[j] + wk * t[j];
         }
-        vitpe__store_vec<TR, V>(out + b * a.out_bs + (P + oy * out_w + ox) * a.out_ts + c, acc);
+        vitpe__store_vec<TRO, V>(out + bo * a.out_bs + bs * a.out_ss + (P + oy * out_w + ox) * a.out_ts + c, acc);
     }
 }
 
@@ -461,11 +488,12 @@ static void vitpe__pack_tables(vitpe__inline_tables<CAP> &p, const vitpe_taps *t
 
 /* th/tw: the host tables to send inline, or NULL when a.th/a.tw point to
  * device tables. */
-template <typename TR, int V>
+template <typename TR, int V, typename TRO = TR>
 static int vitpe__launch_rows_with(void *out, const void *inp, const vitpe__rows_args &a,
                                    const vitpe__grid_plan &g, const vitpe_taps *th,
                                    const vitpe_taps *tw, cudaStream_t stream) {
     typedef typename TR::T T;
+    typedef typename TRO::T TO;
     typedef typename TR::ACC ACC;
     const int64_t ncv = a.channels / V, rows = a.batch * a.th.n_out;
     const int64_t smem = vitpe__rows_smem<ACC, V>(a, g.tx);
@@ -479,46 +507,56 @@ static int vitpe__launch_rows_with(void *out, const void *inp, const vitpe__rows
         if (inline_tables && table_bytes <= VITPE_INLINE_SMALL) {
             vitpe__inline_tables<VITPE_INLINE_SMALL> p;
             vitpe__pack_tables<ACC>(p, th, tw);
-            vitpe__rows_kernel<TR, V, VITPE_INLINE_SMALL><<<grid, block, (size_t)smem, stream>>>(
-                (T *)out, (const T *)inp, a, p);
+            vitpe__rows_kernel<TR, V, VITPE_INLINE_SMALL, TRO><<<grid, block, (size_t)smem, stream>>>(
+                (TO *)out, (const T *)inp, a, p);
         } else if (inline_tables && table_bytes <= VITPE_INLINE_LARGE) {
             vitpe__inline_tables<VITPE_INLINE_LARGE> p;
             vitpe__pack_tables<ACC>(p, th, tw);
-            vitpe__rows_kernel<TR, V, VITPE_INLINE_LARGE><<<grid, block, (size_t)smem, stream>>>(
-                (T *)out, (const T *)inp, a, p);
+            vitpe__rows_kernel<TR, V, VITPE_INLINE_LARGE, TRO><<<grid, block, (size_t)smem, stream>>>(
+                (TO *)out, (const T *)inp, a, p);
         } else {
             if (!a.th.start || !a.tw.start) return VITPE_EINVAL; /* needs the workspace */
             vitpe__inline_tables<0> none = {};
-            vitpe__rows_kernel<TR, V, 0><<<grid, block, (size_t)smem, stream>>>(
-                (T *)out, (const T *)inp, a, none);
+            vitpe__rows_kernel<TR, V, 0, TRO><<<grid, block, (size_t)smem, stream>>>(
+                (TO *)out, (const T *)inp, a, none);
         }
     } else {
         if (!a.th.start || !a.tw.start) return VITPE_EINVAL; /* needs the workspace */
         int sms = 132;
         if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
-        const int64_t total = a.batch * (a.prefix + a.th.n_out * a.tw.n_out) * ncv;
+        const int64_t copied = std::is_same<TR, TRO>::value ? a.prefix + a.suffix : 0;
+        const int64_t total = (a.batch / a.slices * copied + a.batch * a.th.n_out * a.tw.n_out) * ncv;
         int64_t blocks = (total + 255) / 256;
+        if (blocks < 1) blocks = 1;
         if (blocks > (int64_t)sms * 64) blocks = (int64_t)sms * 64; /* grid-stride beyond */
-        vitpe__direct_kernel<TR, V><<<(unsigned)blocks, 256, 0, stream>>>((T *)out, (const T *)inp, a);
+        vitpe__direct_kernel<TR, V, TRO><<<(unsigned)blocks, 256, 0, stream>>>((TO *)out, (const T *)inp, a);
     }
     return cudaGetLastError() == cudaSuccess ? VITPE_OK : VITPE_ECUDA;
 }
 
-/* The widest V (up to 16 bytes) that the channel count, both pointers and
- * all strides allow; else one element per thread. */
-template <typename TR, int VMAX>
+/* Whether V-element vectors (VMAX of the 16-bit or 32-bit type: up to 16
+ * bytes of the narrower side) can carry the channels: the channel count,
+ * both pointers and all strides allow them. */
+template <typename TI, typename TO, int VMAX>
+static bool vitpe__wide(const void *out, const void *inp, int64_t channels, const int64_t *strides, int n) {
+    bool wide = channels % VMAX == 0 && (uintptr_t)out % (sizeof(TO) * VMAX) == 0 &&
+                (uintptr_t)inp % (sizeof(TI) * VMAX) == 0;
+    for (int i = 0; i < n; i++) wide = wide && strides[i] % VMAX == 0;
+    return wide;
+}
+
+/* The widest V that vitpe__wide allows; else one element per thread. */
+template <typename TR, int VMAX, typename TRO = TR>
 static int vitpe__dispatch_vec(void *out, const void *inp, const vitpe__rows_args &a,
                                const vitpe_taps *th, const vitpe_taps *tw, cudaStream_t stream) {
-    typedef typename TR::T T;
-    const uintptr_t bytes = sizeof(T) * VMAX;
-    const bool wide = a.channels % VMAX == 0 && (uintptr_t)out % bytes == 0 &&
-                      (uintptr_t)inp % bytes == 0 && a.in_bs % VMAX == 0 && a.in_ts % VMAX == 0 &&
-                      a.out_bs % VMAX == 0 && a.out_ts % VMAX == 0;
+    const int64_t strides[6] = {a.in_bs, a.in_ts, a.out_bs, a.out_ts, a.in_ss, a.out_ss};
+    const bool wide = vitpe__wide<typename TR::T, typename TRO::T, VMAX>(out, inp, a.channels, strides, 6);
     int sms = 132;
     if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
     if (wide)
-        return vitpe__launch_rows_with<TR, VMAX>(out, inp, a, vitpe__choose_grid<TR, VMAX>(a, sms), th, tw, stream);
-    return vitpe__launch_rows_with<TR, 1>(out, inp, a, vitpe__choose_grid<TR, 1>(a, sms), th, tw, stream);
+        return vitpe__launch_rows_with<TR, VMAX, TRO>(out, inp, a, vitpe__choose_grid<TR, VMAX>(a, sms), th, tw,
+                                                      stream);
+    return vitpe__launch_rows_with<TR, 1, TRO>(out, inp, a, vitpe__choose_grid<TR, 1>(a, sms), th, tw, stream);
 }
 
 static vitpe__table vitpe__table_at(const void *buffer, const vitpe_plan_layout *L, int t) {
@@ -531,6 +569,171 @@ static vitpe__table vitpe__table_at(const void *buffer, const vitpe_plan_layout 
     v.n_out = L->n_out[t];
     v.n_in = L->n_in[t];
     return v;
+}
+
+/* ------------------------------------------------------------------------
+ * The T pass of a rank-3 grid (vitpe_stages.h's T stage): output token
+ * (b, t, s) = sum_k wt[t,k] * input token (b, start[t] + k, s), s over a
+ * slab of `slab` tokens, slabs in_ss / out_ss elements apart. One thread per
+ * output vector; the same sum (in tap order, the first term a product, in
+ * ACC) as vitpe_cpu.c's T pass, and the same copy where an output slab is
+ * one input slab times 1 (one type in and out). Tables inline (CAP bytes:
+ * ACC weights, then int32 starts and counts) or, CAP = 0, in device memory. */
+struct vitpe__tpass_args {
+    vitpe__table tt; /* pointers unused with inline tables */
+    int64_t batch, channels, slab;
+    int64_t in_bs, in_ss, in_ts, out_bs, out_ss, out_ts;
+};
+
+#define VITPE_INLINE_T 1024
+
+template <typename TR, int V, int CAP, typename TRO = TR>
+__global__ void __launch_bounds__(256)
+vitpe__tpass_kernel(typename TRO::T *__restrict__ out, const typename TR::T *__restrict__ inp,
+                    const vitpe__tpass_args a, const __grid_constant__ vitpe__inline_tables<CAP> tables) {
+    typedef typename TR::T T;
+    typedef typename TR::ACC ACC;
+    typedef vitpe__vec<T, V> VT;
+    const int64_t ncv = a.channels / V, t_out = a.tt.n_out, width = a.tt.width;
+    const int64_t total = a.batch * t_out * a.slab * ncv;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (int64_t)gridDim.x * blockDim.x) {
+        int64_t i = idx;
+        const int64_t c = (i % ncv) * V;
+        i /= ncv;
+        const int64_t s = i % a.slab;
+        i /= a.slab;
+        const int64_t t = i % t_out, b = i / t_out;
+        int64_t st, n;
+        const T *src;
+        typename TRO::T *dst = out + b * a.out_bs + t * a.out_ss + s * a.out_ts + c;
+        ACC acc[V];
+        if constexpr (CAP > 0) {
+            const ACC *w = (const ACC *)tables.bytes + t * width;
+            const int32_t *starts = (const int32_t *)((const ACC *)tables.bytes + t_out * width);
+            st = starts[t];
+            n = starts[t_out + t];
+            src = inp + b * a.in_bs + st * a.in_ss + s * a.in_ts + c;
+            if constexpr (std::is_same<TR, TRO>::value)
+                if (n == 1 && w[0] == (ACC)1) { /* a copy, bit for bit */
+                    *(VT *)dst = *(const VT *)src;
+                    continue;
+                }
+            vitpe__hsum<TR, V, ACC>(acc, src, a.in_ss, w, n);
+        } else {
+            const double *w = a.tt.weight + t * width;
+            st = __ldg(a.tt.start + t);
+            n = __ldg(a.tt.count + t);
+            src = inp + b * a.in_bs + st * a.in_ss + s * a.in_ts + c;
+            if constexpr (std::is_same<TR, TRO>::value)
+                if (n == 1 && __ldg(w) == 1.0) {
+                    *(VT *)dst = *(const VT *)src;
+                    continue;
+                }
+            vitpe__hsum<TR, V, double>(acc, src, a.in_ss, w, n);
+        }
+        vitpe__store_vec<TRO, V>(dst, acc);
+    }
+}
+
+/* Packs a T table into the T pass's parameter block (ACC weights, int32
+ * starts, int32 counts), as vitpe__pack_tables does for H and W. */
+template <typename ACC, int CAP>
+static void vitpe__pack_t_table(vitpe__inline_tables<CAP> &p, const vitpe_taps *tt) {
+    unsigned char *q = p.bytes;
+    for (int64_t i = 0; i < tt->n_out * tt->width; i++, q += sizeof(ACC)) {
+        const ACC v = (ACC)tt->weight[i];
+        memcpy(q, &v, sizeof v);
+    }
+    for (int64_t i = 0; i < tt->n_out; i++, q += 4) {
+        const int32_t v = (int32_t)tt->start[i];
+        memcpy(q, &v, 4);
+    }
+    for (int64_t i = 0; i < tt->n_out; i++, q += 4) {
+        const int32_t v = (int32_t)tt->count[i];
+        memcpy(q, &v, 4);
+    }
+}
+
+template <typename ACC>
+static int64_t vitpe__t_table_bytes(const vitpe__table &t) {
+    return t.n_out * t.width * (int64_t)sizeof(ACC) + 2 * t.n_out * 4;
+}
+
+/* tt: the host table to send inline, or NULL when a.tt points to a device
+ * table (too large for VITPE_INLINE_T). */
+template <typename TR, int VMAX, typename TRO = TR>
+static int vitpe__launch_tpass(void *out, const void *inp, const vitpe__tpass_args &a, const vitpe_taps *tt,
+                               cudaStream_t stream) {
+    typedef typename TR::T T;
+    typedef typename TRO::T TO;
+    typedef typename TR::ACC ACC;
+    const int64_t strides[6] = {a.in_bs, a.in_ss, a.in_ts, a.out_bs, a.out_ss, a.out_ts};
+    const bool wide = vitpe__wide<T, TO, VMAX>(out, inp, a.channels, strides, 6);
+    const int64_t v = wide ? VMAX : 1, total = a.batch * a.tt.n_out * a.slab * (a.channels / v);
+    if (total == 0) return VITPE_OK;
+    int sms = 132;
+    if (vitpe__sm_count(&sms)) return VITPE_ECUDA;
+    int64_t blocks = (total + 255) / 256;
+    if (blocks > (int64_t)sms * 64) blocks = (int64_t)sms * 64; /* grid-stride beyond */
+    const bool inline_table = tt && vitpe__t_table_bytes<ACC>(a.tt) <= VITPE_INLINE_T;
+    if (!inline_table && !a.tt.start) return VITPE_EINVAL; /* needs the workspace */
+    if (inline_table) {
+        vitpe__inline_tables<VITPE_INLINE_T> p;
+        vitpe__pack_t_table<ACC>(p, tt);
+        if (wide)
+            vitpe__tpass_kernel<TR, VMAX, VITPE_INLINE_T, TRO><<<(unsigned)blocks, 256, 0, stream>>>(
+                (TO *)out, (const T *)inp, a, p);
+        else
+            vitpe__tpass_kernel<TR, 1, VITPE_INLINE_T, TRO><<<(unsigned)blocks, 256, 0, stream>>>(
+                (TO *)out, (const T *)inp, a, p);
+    } else {
+        vitpe__inline_tables<0> none = {};
+        if (wide)
+            vitpe__tpass_kernel<TR, VMAX, 0, TRO><<<(unsigned)blocks, 256, 0, stream>>>((TO *)out, (const T *)inp,
+                                                                                      a, none);
+        else
+            vitpe__tpass_kernel<TR, 1, 0, TRO><<<(unsigned)blocks, 256, 0, stream>>>((TO *)out, (const T *)inp, a,
+                                                                                   none);
+    }
+    return cudaGetLastError() == cudaSuccess ? VITPE_OK : VITPE_ECUDA;
+}
+
+/* Prefix and suffix tokens of every table, copied bit for bit (runs whose
+ * rows kernel does not: a T stage, two stages). */
+struct vitpe__tokens_args {
+    int64_t tables, prefix, suffix, channels;
+    int64_t in_bs, in_ts, out_bs, out_ts;
+    int64_t in_suffix_at, out_suffix_at; /* the first suffix token's index */
+};
+
+template <typename T, int V>
+__global__ void __launch_bounds__(256) vitpe__tokens_kernel(T *__restrict__ out, const T *__restrict__ inp,
+                                                            const vitpe__tokens_args a) {
+    typedef vitpe__vec<T, V> VT;
+    const int64_t ncv = a.channels / V, copied = a.prefix + a.suffix, total = a.tables * copied * ncv;
+    for (int64_t idx = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t c = (idx % ncv) * V, bp = idx / ncv, b = bp / copied, p = bp % copied;
+        const int64_t pi = p < a.prefix ? p : a.in_suffix_at + p - a.prefix;
+        const int64_t po = p < a.prefix ? p : a.out_suffix_at + p - a.prefix;
+        *(VT *)(out + b * a.out_bs + po * a.out_ts + c) = *(const VT *)(inp + b * a.in_bs + pi * a.in_ts + c);
+    }
+}
+
+template <typename T, int VMAX>
+static int vitpe__launch_tokens(void *out, const void *inp, const vitpe__tokens_args &a, cudaStream_t stream) {
+    const int64_t strides[4] = {a.in_bs, a.in_ts, a.out_bs, a.out_ts};
+    const bool wide = vitpe__wide<T, T, VMAX>(out, inp, a.channels, strides, 4);
+    const int64_t total = a.tables * (a.prefix + a.suffix) * (a.channels / (wide ? VMAX : 1));
+    if (total == 0) return VITPE_OK;
+    int64_t blocks = (total + 255) / 256;
+    if (blocks > 65535) blocks = 65535; /* grid-stride beyond */
+    if (wide)
+        vitpe__tokens_kernel<T, VMAX><<<(unsigned)blocks, 256, 0, stream>>>((T *)out, (const T *)inp, a);
+    else
+        vitpe__tokens_kernel<T, 1><<<(unsigned)blocks, 256, 0, stream>>>((T *)out, (const T *)inp, a);
+    return cudaGetLastError() == cudaSuccess ? VITPE_OK : VITPE_ECUDA;
 }
 
 #endif /* VITPE_CUDA_ROWS_CUH */

@@ -1,7 +1,7 @@
 /* test_harness.h — the C test suite's harness (test_harness.c): reporting,
  * deterministic randomness, cases and their buffers, and the comparisons
  * every group of checks uses. The groups: test_plan.c, test_sweep.c,
- * test_exact.c, test_errors.c; test_main.c runs them in a fixed order (the
+ * test_exact.c, test_errors.c, test_grids.c; test_main.c runs them in a fixed order (the
  * random stream, and so each case, depends on it).
  */
 #ifndef VITPE_TEST_HARNESS_H
@@ -108,5 +108,11 @@ void nan_channels(void);
 /* test_errors.c */
 void errors(void);
 void batch_overflow(void);
+/* test_grids.c */
+void grid_plans(void);
+void grid_errors(void);
+void grid_identity(void);
+void grid_stages(void);
+void grid_sweep(void);
 
 #endif /* VITPE_TEST_HARNESS_H */

@@ -27,6 +27,10 @@
  *              every tie between adjacent values (bilinear midpoints)
  *   nan-chan*  NaN grid inputs stay in their channels, bit for bit as the
  *              arithmetic gives them, through the vector paths
+ *   grid-*     grids of rank 1 and 3 with suffix tokens (test_grids.c): the
+ *              staged runs vs vitpe_*_naive_nd, split, bit for bit the
+ *              staged arithmetic, half types = float32 rounded once, tokens,
+ *              adjoint, identity, plans of each rank, errors
  *   errors     invalid axes, sizes over the limit, bad io, bad row ranges,
  *              backward without adjoint tables, status/mode strings, and
  *              (last, as UBSan aborts on it) a batch whose row count
@@ -42,7 +46,8 @@
  * AddressSanitizer catches any access past the last element.
  *
  * The checks live by group: test_plan.c, test_sweep.c (fwd*, bwd*, adjoint),
- * test_exact.c (identity, constant, rounding, nan-chan*), test_errors.c; the
+ * test_exact.c (identity, constant, rounding, nan-chan*), test_errors.c,
+ * test_grids.c (grid-*); the
  * harness they share is test_harness.c, and what the fuzz target shares too
  * (values, the fast passes' arithmetic, the tolerance) test_util.c.
  *
@@ -67,6 +72,11 @@ int main(int argc, char **argv) {
     sweep();
     fast_paths();
     nan_channels();
+    grid_plans();
+    grid_errors();
+    grid_identity();
+    grid_stages();
+    grid_sweep();
     printf("c-kernels: largest |fast - naive| / tolerance: float32 %.3f, float64 %.3f, float16 %.3f, "
            "bfloat16 %.3f\n", worst_ratio[0], worst_ratio[1], worst_ratio[2], worst_ratio[3]);
     printf("c-kernels: fast != naive (bitwise) in %lld/%lld float16 and %lld/%lld bfloat16 elements\n",
