@@ -11,7 +11,9 @@ What is held to what:
     (only lanczos3's sin() may differ in its last bit between libm and CUDA);
   * gradients: CPU op bitwise, the CUDA recipe's autograd, gradcheck;
   * determinism (10 runs, torch.use_deterministic_algorithms), opcheck,
-    torch.compile, CUDA graph capture/replay, a second GPU.
+    torch.compile, CUDA graph capture/replay, a second GPU;
+  * grids of rank 1 and 3 with suffix tokens (every staging, device-table and
+    direct-kernel paths, graphs, determinism): bit for bit the CPU op.
 Everything is skipped without a CUDA device.
 """
 from __future__ import annotations
@@ -398,3 +400,188 @@ def test_nearest_scale_factor_follows_aten_cpu(mode):
         assert torch.equal(ours.cpu(), interpolate_pos_embed(x.cpu(), **kw))
         aten_devices_differ += not torch.equal(recipe_interpolate(x, **kw).cpu(), aten_cpu)
     print(f"{mode}: ATen CUDA differed from ATen CPU in {aten_devices_differ} of {len(cases)} cases")
+
+
+# -- grids of rank 1 and 3, suffix tokens (issue #17) ---------------------------------------------
+# The CUDA stages mirror the CPU's (csrc/vitpe_stages.h): the rows kernel over
+# T slices, the T pass kernel over (H, W) slabs, float slabs between them for
+# half data; every staging, the device-table paths and graphs, bit for bit
+# with the CPU op. DEVICE is a module constant so that the checks' logic can
+# be dry-run with DEVICE = "cpu" on a machine without a GPU.
+DEVICE = "cuda"
+
+# (batch, prefix, suffix, old, new, channels, layout): rank 1 and every rank-3
+# staging (T kept: rows kernel over slices; H, W kept: T pass alone; both:
+# two stages), vector (C % 8 == 0) and scalar paths, strided layouts
+GRID_CASES = [
+    (2, 1, 3, (9,), (14,), 64, "contiguous"),
+    (1, 0, 2, (20,), (7,), 13, "token_slice"),
+    (2, 1, 2, (3, 4, 5), (5, 6, 3), 64, "contiguous"),
+    (1, 2, 0, (2, 5, 5), (2, 7, 7), 40, "channel_slice"),
+    (2, 1, 3, (4, 3, 3), (2, 3, 3), 24, "token_slice"),
+    (1, 1, 1, (1, 2, 3), (3, 2, 4), 13, "transposed"),
+    (3, 0, 2, (5, 1, 6), (3, 2, 6), 16, "expanded_batch"),
+]
+
+
+def _grid_table(batch, prefix, suffix, old, channels, dtype, layout, seed, device):
+    n = 1
+    for side in old:
+        n *= side
+    g = torch.Generator().manual_seed(seed)
+    return make_table(batch, prefix + n + suffix, channels, dtype, layout, generator=g).to(device)
+
+
+def _check_grids_match_cpu(mode, align_corners, antialias, dtype, device=None):
+    device = device or DEVICE
+    for i, (batch, prefix, suffix, old, new, channels, layout) in enumerate(GRID_CASES):
+        x = _grid_table(batch, prefix, suffix, old, channels, dtype, layout, 40 + i, device)
+        kw = dict(mode=mode, align_corners=align_corners, antialias=antialias, num_suffix_tokens=suffix)
+        what = f"rank {len(old)} {mode} ac={align_corners} aa={antialias} {dtype} case {i} ({layout})"
+        out = interpolate_pos_embed(x, list(new), list(old), prefix, **kw)
+        assert out.device == x.device and out.dtype == dtype and out.is_contiguous(), what
+        assert torch.equal(out[:, :prefix], x[:, :prefix]), f"{what}: prefix changed"
+        assert torch.equal(out[:, out.shape[1] - suffix:], x[:, x.shape[1] - suffix:]), f"{what}: suffix changed"
+        _assert_matches_cpu(out, interpolate_pos_embed(x.cpu(), list(new), list(old), prefix, **kw), mode, what)
+        # the backward op, from a strided gradient
+        dout = _grid_table(batch, prefix, suffix, new, channels, dtype, layout, 60 + i, device)
+        args = (x.shape[1], list(new), list(old), prefix, mode, align_corners, antialias, None, suffix)
+        _assert_matches_cpu(_bwd(dout, *args), _bwd(dout.cpu(), *args), mode, f"backward {what}")
+
+
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
+@pytest.mark.parametrize("mode,align_corners,antialias", SWEEP)
+def test_grids_match_cpu(mode, align_corners, antialias, dtype):
+    """Ranks 1 and 3 with prefix and suffix tokens, forward and backward op,
+    every mode x flags x dtype: bit for bit the CPU op."""
+    _check_grids_match_cpu(mode, align_corners, antialias, dtype)
+
+
+# (mode, old, new, antialias): the T table too large to travel in the launch
+# (a device table), rows tables in a workspace, a scratch row too wide for
+# shared memory (the direct kernel, also reading/writing float slabs)
+GRID_PATHS = [
+    ("bicubic", (8, 3, 3), (200, 4, 4), False),
+    ("lanczos3", (120, 2, 2), (7, 3, 3), True),
+    ("bicubic", (2, 60, 60), (3, 90, 90), False),
+    ("bilinear", (3, 2, 1000), (2, 3, 1500), False),
+]
+
+
+def _check_grid_paths(mode, old, new, antialias, device=None):
+    device = device or DEVICE
+    for dtype in (torch.float32, torch.bfloat16):
+        x = _grid_table(1, 1, 2, old, 8, dtype, "contiguous", 80, device)
+        args = dict(new_size=list(new), old_size=list(old), mode=mode, antialias=antialias, num_suffix_tokens=2)
+        xc = x.clone().requires_grad_()
+        out = interpolate_pos_embed(xc, num_prefix_tokens=1, **args)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(81)).to(dtype).to(device)
+        (gx,) = torch.autograd.grad(out, xc, g)
+        xh = x.cpu().requires_grad_()
+        out_h = interpolate_pos_embed(xh, num_prefix_tokens=1, **args)
+        (gh,) = torch.autograd.grad(out_h, xh, g.cpu())
+        _assert_matches_cpu(out, out_h.detach(), mode, f"grid path {mode} {old}->{new} {dtype} forward")
+        _assert_matches_cpu(gx, gh, mode, f"grid path {mode} {old}->{new} {dtype} gradient")
+
+
+@pytest.mark.parametrize("mode,old,new,antialias", GRID_PATHS)
+def test_grid_plan_paths(mode, old, new, antialias):
+    _check_grid_paths(mode, old, new, antialias)
+
+
+def test_grid_gradcheck_cuda():
+    for old, new, mode in (([6], [9], "bicubic"), ([2, 3, 4], [3, 5, 2], "bicubic"),
+                           ([3, 2, 3], [2, 4, 4], "trilinear"), ([4, 3, 5], [2, 2, 3], "lanczos3")):
+        n = 1
+        for side in old:
+            n *= side
+        x = torch.randn(2, 1 + n + 2, 3, dtype=torch.float64, device=DEVICE, requires_grad=True)
+        f = lambda t: interpolate_pos_embed(t, new, old, 1, mode, num_suffix_tokens=2)
+        assert torch.autograd.gradcheck(f, (x,)), (old, new, mode)
+        assert torch.autograd.gradgradcheck(f, (x,)), (old, new, mode)
+
+
+def _check_grid_gradients_deterministic(dtype, device=None):
+    device = device or DEVICE
+    x = torch.randn(2, 1 + 8 * 14 * 14 + 3, 768, device=device).to(dtype)
+    g = torch.randn(2, 1 + 16 * 16 * 16 + 3, 768, device=device).to(dtype)
+
+    def grad(x=x, g=g):
+        xc = x.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(interpolate_pos_embed(xc, [16, 16, 16], [8, 14, 14], num_suffix_tokens=3), xc, g)
+        return gx
+
+    first = grad()
+    assert torch.equal(first.cpu(), grad(x.cpu(), g.cpu()))
+    for _ in range(9):
+        assert torch.equal(grad(), first)
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert torch.equal(grad(), first)  # no error: the backward stages are gathers
+    finally:
+        torch.use_deterministic_algorithms(before)
+    return first
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_grid_gradients_are_deterministic(dtype):
+    """A video table (8 x 14 x 14 -> 16 x 16 x 16, ViT-B channels): two
+    stages through the workspace, 10 runs bit for bit, and the CPU's."""
+    _check_grid_gradients_deterministic(dtype)
+
+
+def _check_grid_graph_capture(device=None):
+    device = device or DEVICE
+    new, old = [6, 5, 7], [4, 3, 3]
+    x = torch.randn(1, 1 + 36 + 3, 64, device=device)
+    dout = torch.randn(1, 1 + 210 + 3, 64, device=device)
+    args = (None, 1, "bicubic", None, False, None, 3)
+
+    def run():
+        return (_fwd(x, new, old, *args[1:]), _bwd(dout, x.shape[1], new, old, *args[1:]))
+
+    if device == "cpu":
+        y, dx = run()
+    else:
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):  # warm-up outside the capture, as torch asks
+            for _ in range(2):
+                run()
+        torch.cuda.current_stream().wait_stream(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            y, dx = run()
+    for _ in range(2):
+        x.copy_(torch.randn_like(x))
+        dout.copy_(torch.randn_like(dout))
+        if device == "cpu":
+            y, dx = run()
+        else:
+            graph.replay()
+            torch.cuda.synchronize()
+        y_now, dx_now = run()
+        assert torch.equal(y, y_now) and torch.equal(dx, dx_now)
+        assert torch.equal(y.cpu(), _fwd(x.cpu(), new, old, *args[1:]))
+        assert torch.equal(dx.cpu(), _bwd(dout.cpu(), x.shape[1], new, old, *args[1:]))
+
+
+def test_grid_cuda_graph_capture_and_replay():
+    """A two-stage rank-3 resize (its slabs in the workspace) is captured and
+    replayed, forward and backward."""
+    _check_grid_graph_capture()
+
+
+def test_grid_torch_compile_cuda():
+    x = torch.randn(1, 1 + 2 * 3 * 4 + 2, 32, device=DEVICE, requires_grad=True)
+
+    def f(t, n):
+        return interpolate_pos_embed(t * 2, [n, 5, 6], [2, 3, 4], num_suffix_tokens=2).sum(-1)
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=True)
+    for n in (3, 4):
+        torch.testing.assert_close(compiled(x, n), f(x, n))
+        (g_eager,) = torch.autograd.grad(f(x, n).sum(), x)
+        (g_comp,) = torch.autograd.grad(compiled(x, n).sum(), x)
+        torch.testing.assert_close(g_comp, g_eager)

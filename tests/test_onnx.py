@@ -347,6 +347,23 @@ def test_a_profile_that_needs_fixed_sizes_is_refused_at_traced_sizes(profile, dt
                dynamic_shapes=(None, {0: torch.export.Dim("h", min=1, max=64), 1: None}))
 
 
+class Rank3(torch.nn.Module):
+    def forward(self, table):
+        return interpolate_pos_embed(table, (3, 4, 4), (2, 3, 3), mode="trilinear")
+
+
+class Suffix(torch.nn.Module):
+    def forward(self, table):
+        return interpolate_pos_embed(table, (5, 5), (3, 3), num_suffix_tokens=3)
+
+
+def test_other_ranks_and_suffix_tokens_are_refused_at_export():
+    message = _export_error(Rank3(), (torch.randn(1, 1 + 18, 8),))
+    assert message.startswith("vitpe ONNX export: grids of rank 3 (new_size [3, 4, 4]) are not translated")
+    message = _export_error(Suffix(), (torch.randn(1, 1 + 9 + 3, 8),))
+    assert message.startswith("vitpe ONNX export: num_suffix_tokens=3 is not translated")
+
+
 def test_routes_and_refusals_without_exporting():
     traced = object()  # a size the exporter hands over as an ONNX value
     route = onnx_export._route

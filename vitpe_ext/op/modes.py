@@ -28,6 +28,9 @@ class ModeInfo(NamedTuple):
 TABLE: Dict[str, ModeInfo] = {row[0]: ModeInfo(*row) for row in _C.modes}
 MODES: Tuple[str, ...] = tuple(TABLE)
 DEFAULT_MODE: str = _C.default_mode
+# F.interpolate's names of a mode on grids of one rank: {alias: (rank, mode)},
+# e.g. "trilinear": (3, "bilinear"); the op accepts them at that rank only.
+ALIASES: Dict[str, Tuple[int, str]] = {alias: (rank, mode) for alias, rank, mode in _C.mode_aliases}
 
 
 def mode_info(name: str) -> ModeInfo:

@@ -34,6 +34,7 @@ Concat), the rest a row-major grid resized like F.interpolate. How, per mode:
                              adaptive average pooling, but only for sizes known
                              at export.
     lanczos3                 refused: Resize has no Lanczos filter.
+    rank 1 or 3, suffix      refused: grids of rank 2 without suffix tokens only.
 
 Resize and MatMul run in float32 on float16/bfloat16 tables, cast back once,
 as the op computes them (ATen's opmath). Float64 tables: MatMul in float64,
@@ -80,12 +81,21 @@ def translation_table() -> Dict[Callable, Callable]:
 # -- the translation -----------------------------------------------------------------
 
 def interpolate_pos_embed_onnx(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode=DEFAULT_MODE,
-                               align_corners=None, antialias=False, scale_factor=None):
+                               align_corners=None, antialias=False, scale_factor=None, num_suffix_tokens=0):
     """The op's ONNX graph, built by the exporter's tracer. Arguments as the
     op's schema, as the exporter hands them over: pos_embed an ir.Value,
     sizes ints or int64 scalars (Size), the rest Python values. The op's
     checks already ran on them while torch.export traced the model.
-    Unannotated: the exporter would read annotations as ONNX types."""
+    Unannotated: the exporter would read annotations as ONNX types.
+    Grids of rank 2 without suffix tokens only: others are refused."""
+    if len(new_size) != 2:
+        raise OnnxExportError(f"vitpe ONNX export: grids of rank {len(new_size)} (new_size {list(new_size)}) "
+                              f"are not translated, only rank 2 (height, width); resize the table before "
+                              f"export or keep that call in PyTorch")
+    if int(num_suffix_tokens) != 0:
+        raise OnnxExportError(f"vitpe ONNX export: num_suffix_tokens={int(num_suffix_tokens)} is not "
+                              f"translated, only tables without suffix tokens; resize the table before export "
+                              f"or keep that call in PyTorch")
     prefix = int(num_prefix_tokens)
     align_corners = bool(align_corners)
     in_size = _old_size(pos_embed, old_size, prefix)
