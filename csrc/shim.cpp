@@ -50,8 +50,8 @@ extern "C" int32_t aoti_torch_get_current_cuda_stream(int32_t device_index, void
 // It also carries the kernels' mode table, so Python reads the modes instead
 // of copying them: _C.modes is a tuple of (name, align_corners accepted,
 // antialias "never"/"optional"/"always", scale_factor accepted),
-// _C.default_mode a name and _C.mode_aliases F.interpolate's per-rank names. No pybind11: the extension builds against the
-// limited API (abi3).
+// _C.default_mode a name and _C.mode_aliases F.interpolate's per-rank names.
+// No pybind11: the extension builds against the limited API (abi3).
 static PyObject* vitpe_mode_table(void) {
   static const char* antialias_names[] = {"never", "optional", "always"};
   PyObject* modes = PyTuple_New(VITPE_MODE_COUNT);
