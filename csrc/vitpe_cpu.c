@@ -1,20 +1,25 @@
 /* vitpe_cpu.c — CPU forward and backward passes (the naive references they
  * are held to are in vitpe_naive.c; the sums they run, in vitpe_sums.h).
  *
- *   inp  (B, P + Hin*Win,   C)   token-major, channel stride 1
- *   out  (B, P + Hout*Wout, C)
+ *   inp  (B, P + Tin*Hin*Win    + S, C)   token-major, channel stride 1
+ *   out  (B, P + Tout*Hout*Wout + S, C)   (T = 1 below rank 3, H = 1 at rank 1)
  *
- * Forward, per output grid row oy (one work item; items are independent):
+ * Forward, per output grid row oy of each T slice (one work item; items are
+ * independent), the row engine:
  *   tmp[ix, c]        = sum_k wy[oy,k] * inp[b, P + (sy[oy]+k)*Win + ix, c]   (H pass)
  *   out[b, P+oy*Wout+ox, c] = sum_k wx[ox,k] * tmp[sx[ox]+k, c]               (W pass)
- * Backward runs the same two passes over the adjoint tables, from dout's
- * (Hout, Wout) grid to dinp's (Hin, Win) grid: a gather, each dinp element
- * written once with "=" (never accumulated), so the result does not depend
- * on how rows are split between threads.
+ * and where the T axis is resized, per output slab row, the T pass:
+ *   out[b, P + t*Hout*Wout + s, c] = sum_k wt[t,k] * mid[b, (st[t]+k)*Hout*Wout + s, c]
+ * (vitpe_stages.h: which of them a run takes, in one stage or two).
+ * Backward runs the same passes over the adjoint tables, in the reverse
+ * order, from dout's grid to dinp's: a gather, each dinp element written
+ * once with "=" (never accumulated), so the result does not depend on how
+ * rows are split between threads.
  *
  * Accumulation is in float (double for float64); half types are widened on
- * load and rounded once on the final store. Row work items own their output
- * rows, so the shim may run any partition of [0, B*rows) concurrently.
+ * load and rounded once on the final store (the slabs between two stages
+ * stay float). Row work items own their output rows, so the shim may run
+ * any partition of a stage's rows concurrently.
  */
 #include <stdlib.h>
 #include <string.h>
