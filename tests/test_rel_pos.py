@@ -168,6 +168,25 @@ def test_general_function_is_f_interpolate_on_the_offset_grid(mode, align_corner
     torch.testing.assert_close(levit, ref.flatten(1), atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_beit_extra_rows_are_the_ops_suffix_tokens(monkeypatch, dtype):
+    """A BEiT table (grid + 3 class-token rows) is one op call with num_suffix_tokens=3,
+    bit for bit what slicing the rows off, resizing the grid and appending them gives."""
+    table = torch.cat([to_flat(randn(4, 27, 27)), randn(3, 4, seed=1)]).to(dtype)  # window 14
+    expected = torch.cat([vitpe_ext.interpolate_pos_embed(table[None, :-3], (47, 47), (27, 27), 0)[0],
+                          table[-3:]])
+    real, calls = rp.interpolate_pos_embed, []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs.get("num_suffix_tokens"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rp, "interpolate_pos_embed", recording)
+    out = vitpe_ext.resize_rel_pos_bias(table, 14, 24, num_extra_tokens=3)
+    assert calls == [3]
+    assert torch.equal(out, expected)
+
+
 def test_gradcheck_float64():
     flat = randn(7 * 7 + 3, 2, dtype=torch.float64).requires_grad_()
     grid = randn(2, 5, 3, dtype=torch.float64).requires_grad_()

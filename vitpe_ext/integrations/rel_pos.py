@@ -38,22 +38,6 @@ LAYOUTS = ("flat", "heads_first")
 OFFSETS = ("signed", "absolute")
 
 
-# -- the one place the extra rows are handled ----------------------------------------------
-
-def _resize_grid_keeping_suffix(tokens: torch.Tensor, old_grid: Tuple[int, int], new_grid: Tuple[int, int],
-                                num_suffix_tokens: int, **settings) -> torch.Tensor:
-    """tokens: (B, Gh*Gw + S, C), the grid first and S = num_suffix_tokens rows
-    after it (BEiT's three class-token biases). Returns (B, gh*gw + S, C): the
-    grid resized by the op, the suffix rows copied. The op copies prefix tokens
-    only, so the suffix is cut off and put back here; once the op takes a
-    num_suffix_tokens argument this becomes one call."""
-    if num_suffix_tokens == 0:
-        return interpolate_pos_embed(tokens, new_grid, old_grid, 0, **settings)
-    grid = tokens[:, :tokens.shape[1] - num_suffix_tokens]
-    resized = interpolate_pos_embed(grid, new_grid, old_grid, 0, **settings)
-    return torch.cat([resized, tokens[:, tokens.shape[1] - num_suffix_tokens:]], dim=1)
-
-
 def _resize(table: torch.Tensor, layout: str, old_grid: Optional[Tuple[int, int]], new_grid: Tuple[int, int],
             num_extra_tokens: int, settings: dict) -> torch.Tensor:
     """The table's offset grid old_grid -> new_grid (old_grid None: inferred),
@@ -93,7 +77,8 @@ def _resize(table: torch.Tensor, layout: str, old_grid: Optional[Tuple[int, int]
         raise ValueError(f"resize_rel_pos_bias: a {old_grid[0]}x{old_grid[1]} offset grid has "
                          f"{old_grid[0] * old_grid[1]} rows, the table has {positions} (+{num_extra_tokens} extra)")
 
-    out = _resize_grid_keeping_suffix(tokens, old_grid, new_grid, num_extra_tokens, **settings)
+    # the extra rows (BEiT's class-token biases) follow the grid: the op's suffix tokens, copied
+    out = interpolate_pos_embed(tokens, new_grid, old_grid, 0, num_suffix_tokens=num_extra_tokens, **settings)
     if layout == "flat":
         return out[0]
     if table.dim() == 3:
