@@ -31,6 +31,7 @@ from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embed
                          nonfinite_summary, output_format, parse_pair, save_checkpoint, select_keys)
 from ..integrations.provenance import RECORD_KEY
 from .records import describe_record, method_from_record, mismatch_warning, step_for, store_records, table_record
+from .rel_pos_tables import find_rel_pos_tables, inspect_lines as rel_pos_lines, plan_rel_pos, refuse_continuous_bias
 from .resizing import default_method, method_from_args, method_given, plan_patch, plan_resize
 
 USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
@@ -86,12 +87,20 @@ def _load_tables(path, args, strict_single: bool = True, patch_from_args: bool =
     """patch_from_args=False: --patch-size is the output's patch size (resize),
     so the tables' patch size comes from their kernels only."""
     ckpt = load_checkpoint(path)
+    return ckpt, _describe_tables(ckpt, args, strict_single, patch_from_args)
+
+
+def _describe_tables(ckpt: Checkpoint, args, strict_single: bool = True, patch_from_args: bool = True,
+                     optional: bool = False) -> List[Embedding]:
+    """The absolute tables to work on; optional=True: none is fine (a checkpoint whose only
+    tables are relative-position-bias ones, e.g. Swin)."""
+    if optional and not args.key and not find_embedding_keys(ckpt):
+        return []
     keys = select_keys(ckpt, args.key) if strict_single or args.key else find_embedding_keys(ckpt)
     if not keys:
         keys = select_keys(ckpt, None)  # raises the "no key, candidates: ..." error
     patch = args.patch_size if patch_from_args else None
-    embs = [describe(ckpt, key, args.prefix_tokens, args.old_grid, patch) for key in keys]
-    return ckpt, embs
+    return [describe(ckpt, key, args.prefix_tokens, args.old_grid, patch) for key in keys]
 
 
 # -- resize ----------------------------------------------------------------------
@@ -124,7 +133,17 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
         raise CheckpointError(f"{out}: is the input file; write the result to another path")
     check_output(out, args.force, need_folder=not args.dry_run)
     fmt = output_format(out)
-    ckpt, embs = _load_tables(src, args, patch_from_args=False)
+    ckpt = load_checkpoint(src)
+    rel_tables = find_rel_pos_tables(ckpt) if not args.key else []
+    if not rel_tables and not args.key:
+        refuse_continuous_bias(ckpt)  # Swin v2: no absolute table and nothing relative to resize
+    if args.window is not None and not rel_tables:
+        raise CheckpointError(f"{src}: --window sets the attention window of Swin's relative-position-bias "
+                              f"tables, and {src} has none")
+    if rel_tables and args.patch_size is not None:
+        raise CheckpointError(f"{src}: --patch-size with relative-position-bias tables ({rel_tables[0].name}, ...) "
+                              f"is not supported; resize the image size alone (--image-size)")
+    embs = _describe_tables(ckpt, args, patch_from_args=False, optional=bool(rel_tables))
     check_storable(ckpt, out)
     changes, kernels, steps, records = [], {}, {}, {}
     for emb in embs:
@@ -169,6 +188,13 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
                 + (f" and \"patch_size\": {new_patch[0] if new_patch[0] == new_patch[1] else list(new_patch)}"
                    if kernel else "") + " there")
     changes += kernels.values()
+    drops = []
+    if rel_tables:
+        # the op's settings only: a --profile is an absolute table's library recipe
+        settings = {"mode": args.mode, "align_corners": args.align_corners, "antialias": args.antialias}
+        rel_changes, drops = plan_rel_pos(ckpt, rel_tables, args.image_size, args.window, settings,
+                                          args.allow_nonfinite, compute=not args.dry_run, log=log)
+        changes += rel_changes
     source_kind = "safetensors" if ckpt.format == "safetensors" else "torch"
     converted = f", converted from {source_kind}" if fmt != source_kind else ""
     if fmt == "torch" and ckpt.format == "safetensors" and set(ckpt.metadata or {}) - {"format", RECORD_KEY}:
@@ -176,11 +202,13 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
         log(f"note: a torch file has no place for the safetensors metadata of {src} "
             f"({', '.join(k for k in sorted(ckpt.metadata) if k not in kept)}); it is not kept")
     if args.dry_run:
-        log(f"dry run: would write {out} ({fmt}{converted})" if changes else
+        log(f"dry run: would write {out} ({fmt}{converted})" if changes or drops else
             f"dry run: nothing to change, would copy to {out} ({fmt}{converted})")
         return
     for change in changes:
         ckpt.set(change.key, change.new)
+    for key in drops:
+        del ckpt.container(key)[key[-1]]
     store_records(ckpt, steps, records, fmt)
     _sweep(out.parent, swept if swept is not None else set())
     save_checkpoint(ckpt, out, overwrite=args.force)
@@ -344,10 +372,18 @@ def cmd_inspect(args) -> int:
     if is_model_folder(path):
         ckpt, embs = inspect_model_folder(path, args)  # the layout from config.json
     else:
-        ckpt, embs = _load_tables(path, args, strict_single=False)
+        ckpt = load_checkpoint(path)
+        rel_tables = find_rel_pos_tables(ckpt) if not args.key else []
+        if not rel_tables and not args.key:
+            refuse_continuous_bias(ckpt)
+        embs = _describe_tables(ckpt, args, strict_single=False, optional=bool(rel_tables))
     header, rows, problems = inspect_rows(ckpt, embs)
     print(f"{ckpt.path} ({ckpt.format}, {sum(1 for _ in ckpt.items())} tensors)")
-    print(_table_rows(header, rows))
+    if rows:
+        print(_table_rows(header, rows))
+    if not is_model_folder(path):
+        for line in rel_pos_lines(ckpt, rel_tables):
+            print(line)
     for emb in embs:
         record = table_record(ckpt, emb, lambda line: _note("inspect", line))
         recorded = method_from_record(record) if record is not None else None
@@ -441,6 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layout_args(p, patch_help="the output's patch size: a patch-embedding kernel of another size is "
                                    "resampled to it (FlexiViT) and the table resized to IMAGE/P, so both agree; "
                                    "without a kernel in the checkpoint, the table's patch size")
+    p.add_argument("--window", type=_pair_arg("--window"), metavar="W|WHxWW",
+                   help="Swin: the new attention window (timm's window_size=), clamped per stage to the "
+                        "feature map as timm does; the relative-position-bias tables are resized to it "
+                        "(default: the checkpoint's window). BEiT's window is the patch grid: --image-size sets it")
     _add_method_args(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
