@@ -31,7 +31,7 @@ def test_smoke_case_end_to_end(tmp_path, capsys):
         for p in ("fwd", "fwdbwd")]
     for r in rows:
         assert r["status"] == "ok", r
-        assert r["case"] == "smoke" and (r["hin"], r["hout"]) == (5, 7)
+        assert r["case"] == "smoke" and (r["grid_in"], r["grid_out"]) == ([5, 5], [7, 7])
         for name in ("op", "recipe", "copy"):
             assert r["seconds"][name] > 0, (name, r)
         assert r["recipe_over_op"] == pytest.approx(r["seconds"]["recipe"] / r["seconds"]["op"])
@@ -56,6 +56,39 @@ def test_downsampling_rows_also_time_an_input_sized_copy(tmp_path, capsys):
     listed = out.split("against a copy of their input:\n")[1].splitlines()
     assert listed[0].startswith("  smoke-down bilinear float32 fwd: input-sized copy "), listed
     assert "op/copy_in" in listed[0] and not any(line.startswith("  smoke ") for line in listed)
+
+
+def test_grid_of_rank_3_rows_verify_against_the_5d_recipe(tmp_path, capsys):
+    """A (T, H, W) case is checked against reshape -> (B, C, T, H, W) -> F.interpolate
+    (bilinear as trilinear) -> back, then timed; bicubic has no 3-D F.interpolate: n/a."""
+    path = tmp_path / "bench.json"
+    rc = bench.main(FAST[:1] + ["smoke-3d"] + FAST[2:] + ["--modes", "bilinear,nearest,bicubic",
+                                                          "--dtypes", "float32,bfloat16", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = json.loads(path.read_text())["rows"]
+    assert len(rows) == 12
+    for r in rows:
+        assert (r["grid_in"], r["grid_out"], r["prefix"]) == ([2, 3, 3], [3, 4, 5], 0)
+        if r["mode"] == "bicubic":
+            assert r["status"] == "n/a" and "rank 3" in r["note"] and r["seconds"] == {}, r
+            continue
+        assert r["status"] == "ok", r
+        assert r["seconds"]["op"] > 0 and r["seconds"]["recipe"] > 0 and r["seconds"]["copy"] > 0, r
+        assert r["recipe_over_op"] == pytest.approx(r["seconds"]["recipe"] / r["seconds"]["op"])
+        # torchvision's and timm's functions take 2-D grids only
+        assert r["seconds"]["torchvision"] is None and r["seconds"]["timm"] is None, r
+    # the real 3-D cases are opt-in: not in a default run
+    assert not any(len(bench.CASES[name].grid_in) == 3 for name in bench.DEFAULT_CASES)
+    assert {"videomae-b-t32", "videomae-b-384", "volume-16"} <= set(bench.CASES)
+
+
+def test_verification_catches_a_wrong_rank_3_result(monkeypatch, capsys):
+    real = bench.op.interpolate_pos_embed
+    # a slightly scaled result: the 5-D recipe must tell it apart
+    monkeypatch.setattr(bench.op, "interpolate_pos_embed", lambda *a, **k: real(*a, **k) * (1 + 1e-4))
+    rc = bench.main(FAST[:1] + ["smoke-3d"] + FAST[2:] + ["--modes", "bilinear", "--dtypes", "float32"])
+    assert rc == 1 and "FAILED" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("choice", ["steady", "default"])

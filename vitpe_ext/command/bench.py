@@ -12,6 +12,10 @@ and the exit code is 1.
 
 The modes are every mode of the op's table, also corner-aligned and
 antialiased where it takes those flags ("bicubic-ac", "bicubic-aa").
+Cases with grids of rank 3 (video, volumes) run only when named in --cases;
+their recipe permutes to (B, C, T, H, W), where F.interpolate has nearest,
+nearest-exact, area and "bilinear" as trilinear (its other modes and
+antialias are 2-D only: those rows are n/a).
 
 Each row times, for one case x mode x dtype x pass:
   op           vitpe_ext.interpolate_pos_embed
@@ -55,7 +59,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -69,27 +73,39 @@ from .resizing import mode_variants
 
 @dataclass(frozen=True)
 class Case:
-    """A square (hin x hin) -> (hout x hout) resize of a (B, P + hin^2, C) table."""
+    """A grid_in -> grid_out resize of a (B, P + prod(grid_in), C) table;
+    grids of rank 2 ((H, W)) or 3 ((T, H, W))."""
     name: str
     what: str
     batch: int
     prefix: int
-    hin: int
-    hout: int
+    grid_in: Tuple[int, ...]
+    grid_out: Tuple[int, ...]
     channels: int
 
 
+def _square(side: int) -> Tuple[int, int]:
+    return (side, side)
+
+
 CASES: Dict[str, Case] = {c.name: c for c in (
-    Case("vitb16-384", "ViT-B/16 224->384", 1, 1, 14, 24, 768),
-    Case("vitb16-512", "ViT-B/16 224->512", 1, 1, 14, 32, 768),
-    Case("vitl14-518", "ViT-L/14 224->518", 1, 1, 16, 37, 1024),
-    Case("dinov2g14-1022", "DINOv2-g/14 +4 reg 518->1022", 1, 5, 37, 73, 1536),
-    Case("vitb16-down", "ViT-B/16 384->224", 1, 1, 24, 14, 768),
-    Case("vitb16-batch8", "8 x ViT-B/16 224->384", 8, 1, 14, 24, 768),
-    Case("smoke", "tiny (tests)", 1, 1, 5, 7, 16),
-    Case("smoke-down", "tiny downsample (tests)", 1, 1, 7, 5, 16),
+    Case("vitb16-384", "ViT-B/16 224->384", 1, 1, _square(14), _square(24), 768),
+    Case("vitb16-512", "ViT-B/16 224->512", 1, 1, _square(14), _square(32), 768),
+    Case("vitl14-518", "ViT-L/14 224->518", 1, 1, _square(16), _square(37), 1024),
+    Case("dinov2g14-1022", "DINOv2-g/14 +4 reg 518->1022", 1, 5, _square(37), _square(73), 1536),
+    Case("vitb16-down", "ViT-B/16 384->224", 1, 1, _square(24), _square(14), 768),
+    Case("vitb16-batch8", "8 x ViT-B/16 224->384", 8, 1, _square(14), _square(24), 768),
+    # grids of rank 3 (T, H, W); VideoMAE has no class token
+    Case("videomae-b-t32", "VideoMAE-B 16x14x14->32x14x14", 1, 0, (16, 14, 14), (32, 14, 14), 768),
+    Case("videomae-b-384", "VideoMAE-B 16x14x14->16x24x24", 1, 0, (16, 14, 14), (16, 24, 24), 768),
+    Case("volume-16", "3-D medical 8x8x8->16x16x16", 1, 0, (8, 8, 8), (16, 16, 16), 768),
+    Case("smoke", "tiny (tests)", 1, 1, _square(5), _square(7), 16),
+    Case("smoke-down", "tiny downsample (tests)", 1, 1, _square(7), _square(5), 16),
+    Case("smoke-3d", "tiny grid of rank 3 (tests)", 1, 0, (2, 3, 3), (3, 4, 5), 16),
 )}
-DEFAULT_CASES = [name for name in CASES if not name.startswith("smoke")]
+# rank 3 is opt-in: its tables are 8-25x a ViT-B one, and on a 2-core CPU
+# its 3-D recipe rows would about double the default run
+DEFAULT_CASES = [name for name, c in CASES.items() if not name.startswith("smoke") and len(c.grid_in) == 2]
 
 # name -> (the op's mode, align_corners, antialias): "bicubic", "bicubic-ac", "bicubic-aa", ...
 MODES: Dict[str, tuple] = {mode + ("-ac" if ac else "-aa" if aa else ""): (mode, ac, aa)
@@ -108,8 +124,8 @@ class Row:
     passes: str
     batch: int
     prefix: int
-    hin: int
-    hout: int
+    grid_in: Tuple[int, ...]
+    grid_out: Tuple[int, ...]
     channels: int
     status: str = "ok"          # ok | FAILED | n/a
     note: str = ""
@@ -228,14 +244,14 @@ def capture_graph(fn: Callable[[], object], calls: int):
 
 def _op(x, case, spec):
     mode, ac, aa = spec
-    return op.interpolate_pos_embed(x, (case.hout, case.hout), (case.hin, case.hin),
+    return op.interpolate_pos_embed(x, case.grid_out, case.grid_in,
                                     num_prefix_tokens=case.prefix, mode=mode,
                                     align_corners=ac, antialias=aa)
 
 
 def _recipe(x, case, spec, compute_dtype=None):
     mode, ac, aa = spec
-    return recipe_interpolate(x, (case.hout, case.hout), (case.hin, case.hin),
+    return recipe_interpolate(x, case.grid_out, case.grid_in,
                               num_prefix_tokens=case.prefix, mode=mode, align_corners=ac,
                               antialias=aa, compute_dtype=compute_dtype)
 
@@ -244,7 +260,9 @@ def _torchvision_fn(case, spec):
     """torchvision's interpolate_embeddings, where its convention holds."""
     mode, ac, aa = spec
     convention = PROFILES["torchvision"]
-    if not (mode in convention.modes and bool(ac) == convention.align_corners
+    squares = len(case.grid_in) == 2 and case.grid_in == _square(case.grid_in[0]) \
+        and case.grid_out == _square(case.grid_out[0])
+    if not (squares and mode in convention.modes and bool(ac) == convention.align_corners
             and bool(aa) == convention.antialias and case.prefix == 1 and case.batch == 1):
         return None
     try:
@@ -253,15 +271,15 @@ def _torchvision_fn(case, spec):
         return None
 
     def run(x):  # patch_size 1: image_size is the new grid side
-        return interpolate_embeddings(case.hout, 1, {"encoder.pos_embedding": x}, mode)["encoder.pos_embedding"]
+        return interpolate_embeddings(case.grid_out[0], 1, {"encoder.pos_embedding": x}, mode)["encoder.pos_embedding"]
     return run
 
 
 def _timm_fn(case, spec):
     """timm's resample_abs_pos_embed (one table, F.interpolate modes)."""
     mode, ac, aa = spec
-    if case.batch != 1 or torch_mode(mode) != mode:  # timm hands the mode to F.interpolate by name
-        return None
+    if case.batch != 1 or len(case.grid_in) != 2 or torch_mode(mode) != mode:
+        return None  # timm's tables are 2-D; it hands the mode to F.interpolate by name
     try:
         from timm.layers import resample_abs_pos_embed
     except ImportError:
@@ -273,7 +291,7 @@ def _timm_fn(case, spec):
     extra = {"align_corners": ac} if ac else {}
 
     def run(x):
-        return resample_abs_pos_embed(x, [case.hout, case.hout], [case.hin, case.hin],
+        return resample_abs_pos_embed(x, list(case.grid_out), list(case.grid_in),
                                       num_prefix_tokens=case.prefix, interpolation=mode,
                                       antialias=aa, **extra)
     return run
@@ -346,13 +364,16 @@ def run_row(case: Case, mode_name: str, dtype_name: str, pass_name: str, device:
             timer: Timer, seed: int = 0) -> Row:
     spec, dtype = MODES[mode_name], DTYPES[dtype_name]
     row = Row(case.name, case.what, mode_name, dtype_name, pass_name, case.batch, case.prefix,
-              case.hin, case.hout, case.channels)
-    if not has_recipe(spec[0]):
-        row.status, row.note = "n/a", "the recipe needs F.interpolate(mode='lanczos') (torch >= 2.14)"
+              case.grid_in, case.grid_out, case.channels)
+    rank = len(case.grid_in)
+    if not has_recipe(spec[0], rank, spec[2]):
+        row.status, row.note = "n/a", (
+            "the recipe needs F.interpolate(mode='lanczos') (torch >= 2.14)" if rank == 2 else
+            f"F.interpolate has no {mode_name} for grids of rank {rank}")
         return row
     gen = torch.Generator().manual_seed(seed)
-    tokens_in = case.prefix + case.hin * case.hin
-    tokens_out = case.prefix + case.hout * case.hout
+    tokens_in = case.prefix + math.prod(case.grid_in)
+    tokens_out = case.prefix + math.prod(case.grid_out)
     x = torch.randn(case.batch, tokens_in, case.channels, generator=gen).to(device=device, dtype=dtype)
     grad = torch.randn(case.batch, tokens_out, case.channels, generator=gen).to(device=device, dtype=dtype)
     backward = pass_name == "fwdbwd"
@@ -537,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads(N) (default: torch's own choice)")
     p.add_argument("--cases", type=lambda s: _names(s, list(CASES), "case"), default=DEFAULT_CASES,
-                   help=f"comma-separated, from: {', '.join(CASES)} (default: all but the smoke cases)")
+                   help=f"comma-separated, from: {', '.join(CASES)} (default: {', '.join(DEFAULT_CASES)}; "
+                        "the grids of rank 3 run only when named)")
     p.add_argument("--modes", type=lambda s: _names(s, list(MODES), "mode"), default=list(MODES),
                    help=f"comma-separated, from: {', '.join(MODES)} (default: all)")
     p.add_argument("--dtypes", type=lambda s: _names(s, list(DTYPES), "dtype"),

@@ -1,5 +1,6 @@
 """The recipe every library uses, in plain PyTorch: split the prefix tokens,
-permute the grid to (B, C, H, W), F.interpolate, permute back, concatenate.
+permute the grid to (B, C, H, W) (rank 1: (B, C, L); rank 3: (B, C, T, H, W)),
+F.interpolate, permute back, concatenate.
 It is the op's executable spec, kept beside it: tests hold the op to it (in
 float64 for the half types), the benchmark and the demo time the op against
 it. The op itself never calls it."""
@@ -10,7 +11,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .modes import DEFAULT_MODE, mode_info
+from .modes import ALIASES, DEFAULT_MODE, mode_info
 
 # The op's modes that F.interpolate knows under another name; it knows the
 # others by theirs. lanczos3 is its lanczos, which is always antialiased.
@@ -22,13 +23,24 @@ def torch_has_lanczos() -> bool:
     return "lanczos" in (F.interpolate.__doc__ or "")
 
 
-def torch_mode(mode: str) -> str:
-    """F.interpolate's name for the op's mode."""
+# The op's modes F.interpolate has at ranks 1 and 3 (bilinear there as
+# "linear"/"trilinear", without antialias); its bicubic and lanczos are 2-D only.
+_TORCH_ANY_RANK = ("nearest", "nearest-exact", "area", "bilinear")
+
+
+def torch_mode(mode: str, rank: int = 2) -> str:
+    """F.interpolate's name for the op's mode on a grid of `rank` axes."""
+    for alias, (alias_rank, op_mode) in ALIASES.items():
+        if (alias_rank, op_mode) == (rank, mode):
+            return alias
     return _TORCH_NAMES.get(mode, mode)
 
 
-def has_recipe(mode: str) -> bool:
-    """Whether this torch's F.interpolate can run the recipe for `mode`."""
+def has_recipe(mode: str, rank: int = 2, antialias: bool = False) -> bool:
+    """Whether this torch's F.interpolate can run the recipe for `mode` on a
+    grid of `rank` axes."""
+    if rank != 2:
+        return mode in _TORCH_ANY_RANK and not antialias
     return torch_mode(mode) != "lanczos" or torch_has_lanczos()
 
 
@@ -43,17 +55,20 @@ def recipe_interpolate(
     scale_factor: Optional[Sequence[float]] = None,
     compute_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """F.interpolate on the grid of a (B, P + H*W, C) table, the anchors' way.
+    """F.interpolate on the grid of a (B, P + H*W, C) table, the anchors' way;
+    new_size of 1 or 3 sides: a (B, P + L, C) or (B, P + T*H*W, C) table.
 
     compute_dtype: run F.interpolate in this dtype (e.g. torch.float64 for a
     slow exact reference) and return that dtype.
     """
     batch, tokens, channels = pos_embed.shape
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    if old_size is None:
-        side = int(round((tokens - num_prefix_tokens) ** 0.5))
-        old_size = (side, side)
-    grid = grid.reshape(batch, old_size[0], old_size[1], channels).permute(0, 3, 1, 2)
+    rank = len(new_size)
+    if old_size is None:  # a square (rank 1: the whole grid; rank 3: a cube)
+        side = int(round((tokens - num_prefix_tokens) ** (1 / rank)))
+        old_size = (side,) * rank
+    # (B, *grid, C) -> (B, C, *grid)
+    grid = grid.reshape(batch, *old_size, channels).permute(0, rank + 1, *range(1, rank + 1))
     if compute_dtype is not None:
         grid, prefix = grid.to(compute_dtype), prefix.to(compute_dtype)
     info = mode_info(mode)
@@ -63,9 +78,9 @@ def recipe_interpolate(
     elif info.align_corners:  # F.interpolate takes both flags for exactly these modes
         kwargs = {"align_corners": bool(align_corners), "antialias": antialias}
     if scale_factor is not None:
-        out = F.interpolate(grid, scale_factor=tuple(scale_factor), mode=torch_mode(mode),
+        out = F.interpolate(grid, scale_factor=tuple(scale_factor), mode=torch_mode(mode, rank),
                             recompute_scale_factor=False, **kwargs)
     else:
-        out = F.interpolate(grid, size=tuple(new_size), mode=torch_mode(mode), **kwargs)
-    out = out.permute(0, 2, 3, 1).reshape(batch, -1, channels)
+        out = F.interpolate(grid, size=tuple(new_size), mode=torch_mode(mode, rank), **kwargs)
+    out = out.permute(0, *range(2, rank + 2), 1).reshape(batch, -1, channels)
     return torch.cat([prefix, out], dim=1)
