@@ -116,7 +116,8 @@ def test_refused_with_one_line(tmp_path, capsys, case):
     src, out = tmp_path / "in.pth", tmp_path / "out.pth"
     argv = ["--image-size", "48"]
     if case == "beit-window":
-        sd, argv, needle = with_old_buffers(tiny_beit(32)), argv + ["--window", "6"], "BEiT's attention window"
+        sd, argv, needle = with_old_buffers(tiny_beit(32)), argv + ["--window", "6"], \
+            "--window: BEiT's attention window is its patch grid (image / patch); give --image-size only"
     elif case == "swinv2":
         sd = swin_transformer_v2.SwinTransformerV2(img_size=32, patch_size=2, window_size=4, embed_dim=16,
                                                    depths=(1, 1), num_heads=(1, 2), num_classes=0).state_dict()
