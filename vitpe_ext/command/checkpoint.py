@@ -50,7 +50,8 @@ def key_name(key: Key) -> str:
 
 
 def format_pair(pair: Sequence[int]) -> str:
-    return f"{pair[0]}x{pair[1]}"
+    """(14, 14) -> '14x14'; a 3-D grid (8, 14, 14) -> '8x14x14'."""
+    return "x".join(str(n) for n in pair)
 
 
 # -- loading ---------------------------------------------------------------------
@@ -468,6 +469,21 @@ def parse_pair(text: str, what: str) -> Pair:
     return values  # type: ignore[return-value]
 
 
+def parse_grid(text: str, what: str) -> Tuple[int, ...]:
+    """A token grid: '14' or '16x14' as parse_pair, or 'TxHxW' (8x14x14) for a video/volume table.
+    A plain N stays NxN (what --old-grid N always meant), so a 1-D grid is not spelled here."""
+    parts = str(text).lower().replace("*", "x").split("x")
+    if len(parts) != 3:
+        return parse_pair(text, what)
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = (0,)
+    if min(values) <= 0:
+        raise CheckpointError(f"{what} must be N, HxW or TxHxW with positive sizes, got {text!r}")
+    return values
+
+
 def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
              old_grid: Optional[Pair] = None, patch_size: Optional[Pair] = None) -> Embedding:
     """Work out one table's layout: prefix tokens, grid, patch size, family."""
@@ -501,7 +517,7 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
 
     # prefix tokens and grid
     if old_grid is not None:
-        grid_tokens = old_grid[0] * old_grid[1]
+        grid_tokens = math.prod(old_grid)  # rank 2, or 3 (TxHxW)
         prefix = tokens - grid_tokens
         if prefix < 0 or (prefix_tokens is not None and prefix != prefix_tokens):
             want = grid_tokens + (prefix_tokens or 0)
@@ -531,7 +547,7 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
                    f"{len(candidates)} prefix-token counts leave a square grid ({', '.join(map(str, candidates))})")
             tried = f" (tried {', '.join(map(str, hints))} prefix tokens)" if hints else ""
             raise CheckpointError(f"{ckpt.path}: cannot infer the grid of {name} ({tokens} tokens): {why}{tried}; "
-                                  f"pass --old-grid HxW (and --prefix-tokens N)")
+                                  f"pass --old-grid HxW or TxHxW (and --prefix-tokens N)")
         prefix = candidates[0]
         side = math.isqrt(tokens - prefix)
         grid = (side, side)
@@ -543,7 +559,7 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
             extras.append(ids)  # old CLIP checkpoints store arange(L) as a buffer
 
     # The mae refinement also covers fine-tuned MAE checkpoints: their table is the fixed sin-cos one.
-    if family_name == "timm" and grid[0] * grid[1] > 1:
+    if family_name == "timm" and len(grid) == 2 and grid[0] * grid[1] > 1:
         from ..integrations.sincos import match_sincos
         variant, _ = match_sincos(table.reshape(-1, tokens, table.shape[-1])[0, prefix:].double().numpy(), grid)
         if variant == "mae":

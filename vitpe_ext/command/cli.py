@@ -28,7 +28,7 @@ from ..op import MODES, PROFILES, backends, mode_info
 from .atomic import Interrupted, OutputError, check_output, cleanup_on_signals, sweep_stale_temps, write_atomic
 from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embedding, NoEmbeddingKey, check_storable,
                          describe, find_embedding_keys, format_pair, key_name, load_checkpoint, new_grid_for,
-                         nonfinite_summary, output_format, parse_pair, save_checkpoint, select_keys)
+                         nonfinite_summary, output_format, parse_grid, parse_pair, save_checkpoint, select_keys)
 from ..integrations.provenance import RECORD_KEY
 from .records import describe_record, method_from_record, mismatch_warning, step_for, store_records, table_record
 from .rel_pos_tables import find_rel_pos_tables, inspect_lines as rel_pos_lines, plan_rel_pos, refuse_continuous_bias
@@ -39,10 +39,10 @@ USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
 
 # -- shared arguments ------------------------------------------------------------
 
-def _pair_arg(what):
+def _pair_arg(what, parser=parse_pair):
     def parse(text):
         try:
-            return parse_pair(text, what)
+            return parser(text, what)
         except CheckpointError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return parse
@@ -55,8 +55,9 @@ def _add_layout_args(parser: argparse.ArgumentParser,
                        help="the table's key (nested dicts as model/pos_embed); repeat for several tables")
     group.add_argument("--prefix-tokens", type=int, metavar="N",
                        help="class/distillation/register tokens at the start of the table")
-    group.add_argument("--old-grid", type=_pair_arg("--old-grid"), metavar="HxW",
-                       help="the table's current patch grid (needed for non-square grids)")
+    group.add_argument("--old-grid", type=_pair_arg("--old-grid", parse_grid), metavar="HxW|TxHxW",
+                       help="the table's current patch grid (needed for non-square grids, and as TxHxW for "
+                            "a video/volume table)")
     group.add_argument("--patch-size", type=_pair_arg("--patch-size"), metavar="P|PHxPW", help=patch_help)
 
 
@@ -74,7 +75,8 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
         "--mode/--align-corners/--antialias without --profile run the op with exactly those settings; "
         "with --profile they adjust it where that library allows.")
     group.add_argument("--profile", choices=sorted(PROFILES), help="reproduce this library's resize")
-    group.add_argument("--mode", choices=MODES, help="interpolation mode")
+    # "trilinear": F.interpolate's name for 3-D linear; the op takes it on a TxHxW grid only
+    group.add_argument("--mode", choices=(*MODES, "trilinear"), help="interpolation mode")
     group.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
                        help=f"{_modes_taking('align_corners')}: map corner centres to corner centres")
     group.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
@@ -105,6 +107,14 @@ def _describe_tables(ckpt: Checkpoint, args, strict_single: bool = True, patch_f
 
 # -- resize ----------------------------------------------------------------------
 
+def _grid3(text: str, what: str):
+    grid = parse_grid(text, what)
+    if len(grid) != 3:
+        raise CheckpointError(f"{what} is a 3-D token grid TxHxW (e.g. 16x14x14), got {text!r}; "
+                              f"a 2-D table takes --image-size")
+    return grid
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
@@ -134,6 +144,8 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
     check_output(out, args.force, need_folder=not args.dry_run)
     fmt = output_format(out)
     ckpt = load_checkpoint(src)
+    if args.grid is not None:
+        return _resize_3d(ckpt, src, out, fmt, args, log, swept)
     rel_tables = find_rel_pos_tables(ckpt) if not args.key else []
     if not rel_tables and not args.key:
         refuse_continuous_bias(ckpt)  # Swin v2: no absolute table and nothing relative to resize
@@ -195,6 +207,32 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
         rel_changes, drops = plan_rel_pos(ckpt, rel_tables, args.image_size, args.window, settings,
                                           args.allow_nonfinite, compute=not args.dry_run, log=log)
         changes += rel_changes
+    _finish(ckpt, src, out, fmt, args, changes, drops, steps, records, log, swept)
+
+
+def _resize_3d(ckpt: Checkpoint, src: Path, out: Path, fmt: str, args, log, swept) -> None:
+    """A video/volume table (prefix + T*H*W tokens) to --grid TxHxW through the op's rank-3 path.
+    The arguments were checked by _check_grid_args; describe() checks the token count."""
+    check_storable(ckpt, out)
+    new_grid, changes = tuple(args.grid), []
+    for emb in _describe_tables(ckpt, args, patch_from_args=False):
+        method = method_from_args(args, emb)
+        layout = f"prefix {emb.prefix_tokens}, {emb.dtype}".replace("torch.", "") + f", family {emb.family}"
+        if new_grid == emb.grid:
+            log(f"{src}: {emb.name} {tuple(emb.shape)}: already grid {format_pair(new_grid)} ({layout}); unchanged")
+            continue
+        planned = plan_resize(ckpt, emb, new_grid, method, allow_nonfinite=args.allow_nonfinite,
+                              compute=not args.dry_run)
+        log(f"{src}: {emb.name} {tuple(emb.shape)} -> {planned[0].new_shape}: grid "
+            f"{format_pair(emb.grid)} -> {format_pair(new_grid)} ({layout}); {method.label}")
+        changes += planned
+    # no resize record: records describe 2-D steps (records.py); the table is resized all the same
+    _finish(ckpt, src, out, fmt, args, changes, [], {}, {}, log, swept)
+
+
+def _finish(ckpt: Checkpoint, src: Path, out: Path, fmt: str, args, changes, drops, steps, records, log,
+            swept) -> None:
+    """Write the planned changes to OUT atomically (or say what a dry run would write)."""
     source_kind = "safetensors" if ckpt.format == "safetensors" else "torch"
     converted = f", converted from {source_kind}" if fmt != source_kind else ""
     if fmt == "torch" and ckpt.format == "safetensors" and set(ckpt.metadata or {}) - {"format", RECORD_KEY}:
@@ -312,11 +350,34 @@ def _resize_files(src: Path, out: Path, files: List[Path], args, made: List[Path
     return 0
 
 
+def _check_grid_args(args) -> None:
+    """--grid TxHxW and a 3-D --old-grid: refuse what they cannot mean, before any file is read."""
+    old, new = args.old_grid, args.grid
+    if new is None and (old is None or len(old) == 2):
+        return
+    if args.image_size is not None:
+        raise CheckpointError("--image-size cannot set the frame count of a TxHxW table; give the new token grid "
+                              "with --grid TxHxW (and no --image-size)")
+    if args.patch_size is not None:
+        raise CheckpointError("--patch-size with a TxHxW grid is not supported (a 3-D patch kernel is not "
+                              "resampled); give the new token grid with --grid TxHxW alone")
+    if old is None:
+        raise CheckpointError("--grid needs the table's current grid: pass --old-grid TxHxW (a token count does "
+                              "not tell the frame count)")
+    if len(old) != len(new):
+        raise CheckpointError(f"--old-grid {format_pair(old)} is a 2-D grid and --grid {format_pair(new)} a 3-D "
+                              f"one; give both as TxHxW")
+    if args.sincos or args.window is not None:
+        raise CheckpointError(f"{'--sincos' if args.sincos else '--window'} is for 2-D tables; a TxHxW table is "
+                              f"interpolated (drop it)")
+
+
 def cmd_resize(args) -> int:
-    if args.image_size is None and args.patch_size is None:
+    if args.image_size is None and args.patch_size is None and args.grid is None:
         print("vitpe resize: error: give --image-size, --patch-size or both (see vitpe resize --help)",
               file=sys.stderr)
         return 2
+    _check_grid_args(args)
     src, out = Path(args.input), Path(args.output)
     if src.is_dir():
         from .hf_folder import is_model_folder, resize_model_folder
@@ -348,10 +409,12 @@ def inspect_rows(ckpt: Checkpoint, embs: List[Embedding]):
         finite = grid[torch.isfinite(grid).all(dim=-1)]
         token_norms = finite.norm(dim=-1) if finite.numel() else torch.zeros(1)
         prefix_norms = rows3[0, :emb.prefix_tokens].double().norm(dim=-1).tolist()
-        variant, diff = match_sincos(grid[0].numpy(), emb.grid) if not bad else (None, float("nan"))
-        sincos = f"{variant} (max diff {diff:.1e})" if variant else ("no" if diff == diff else "?")
+        flat = len(emb.grid) == 2  # a TxHxW table: no 2-D sin-cos match, no image size from a 2-D patch
+        variant, diff = (match_sincos(grid[0].numpy(), emb.grid) if not bad and flat
+                         else (None, float("nan")))
+        sincos = f"{variant} (max diff {diff:.1e})" if variant else ("no" if diff == diff else "?" if flat else "-")
         image = (format_pair((emb.grid[0] * emb.patch[0], emb.grid[1] * emb.patch[1]))
-                 if emb.patch else "? (no patch size)")
+                 if emb.patch and flat else "? (no patch size)" if flat else "-")
         rows.append([
             emb.name, str(tuple(emb.shape)), str(emb.dtype).replace("torch.", ""),
             f"{emb.family} -> {emb.profile}", str(emb.prefix_tokens), format_pair(emb.grid),
@@ -474,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=_pair_arg("--image-size"), metavar="S|HxW",
                    help="new image size in pixels, e.g. 384 or 512x384 (height x width); without it, "
                         "--patch-size keeps the checkpoint's image size")
+    p.add_argument("--grid", type=_pair_arg("--grid", _grid3), metavar="TxHxW",
+                   help="the new token grid of a video/volume table (T*H*W tokens, VideoMAE, UNETR), e.g. "
+                        "16x14x14; needs --old-grid TxHxW; instead of --image-size, which cannot say the frames")
     _add_layout_args(p, patch_help="the output's patch size: a patch-embedding kernel of another size is "
                                    "resampled to it (FlexiViT) and the table resized to IMAGE/P, so both agree; "
                                    "without a kernel in the checkpoint, the table's patch size")

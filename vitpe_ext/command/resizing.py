@@ -32,7 +32,7 @@ def physical_memory() -> Optional[int]:
 
 
 def resized_shape(shape: Sequence[int], new_grid: Pair, prefix: int) -> Tuple[int, ...]:
-    return (*shape[:-2], prefix + new_grid[0] * new_grid[1], shape[-1])
+    return (*shape[:-2], prefix + math.prod(new_grid), shape[-1])  # any rank: HxW or TxHxW
 
 
 def check_fits(shape: Sequence[int], dtype: torch.dtype, what: str = "the resized table") -> None:
