@@ -331,7 +331,7 @@ struct Resize {
   int64_t prefix = 0, suffix = 0;
   int dtype = VITPE_F32;
 
-  int64_t grid(bool out) const {  // no overflow: the axes are checked and the output sized
+  int64_t grid(bool out) const {  // only after checked_output_tokens: three checked sides can still wrap
     int64_t n = 1;
     for (int i = 0; i < rank; i++) n *= out ? axes[i].out_size : axes[i].in_size;
     return n;
@@ -739,7 +739,10 @@ Call check_call(bool backward, const std::vector<int64_t>& shape, ScalarType dty
                  align_corners, antialias, scale_factor, num_suffix_tokens);
   const Resize& r = c.r;
   if (backward) {
-    const int64_t expected = r.prefix + r.grid(true) + r.suffix;  // no overflow: the axes are checked
+    // Checked like the forward's output: three sides of up to 2^24 can wrap
+    // int64, and a wrapped count could match a short grad_output.
+    const int64_t expected = checked_output_tokens(who, "new_size " + fmt_sizes(new_size), device, shape[0],
+                                                   r.prefix, r.sizes(true), r.suffix, shape[2], r.dtype);
     if (shape[1] != expected)
       fail(who, ": grad_output has ", shape[1], " tokens, expected ", r.prefix, " + ", fmt_product(r.sizes(true)),
            r.suffix ? " + " + std::to_string(r.suffix) : std::string(), " = ", expected);

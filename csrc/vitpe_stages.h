@@ -66,9 +66,11 @@ static inline int vitpe__stage(vitpe__staging *s, const vitpe_plan *plan, int64_
     s->tw = backward ? &plan->adj_w : &plan->fwd_w;
     const int64_t Ts = s->tt->n_in, Hs = s->th->n_in, Ws = s->tw->n_in;
     const int64_t Td = s->tt->n_out, Hd = s->th->n_out, Wd = s->tw->n_out;
-    int64_t slab_rows; /* rows per batch of each stage: the axes are checked, these fit int64 */
-    s->grid_in = Ts * Hs * Ws;
-    s->grid_out = Td * Hd * Wd;
+    int64_t slab_rows; /* rows per batch of each stage */
+    /* Each side is at most VITPE_MAX_AXIS (2^24), so two sides multiply safely;
+     * three may not (2^72). */
+    if ((st = vitpe__mul64(&s->grid_in, Ts * Hs, Ws))) return st;
+    if ((st = vitpe__mul64(&s->grid_out, Td * Hd, Wd))) return st;
     s->mid_t = s->mid_h = s->mid_w = 0;
     if (vitpe__taps_identity(s->tt)) {
         s->count = 1;

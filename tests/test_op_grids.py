@@ -419,3 +419,14 @@ def test_profile_keeps_prefix_and_suffix_out_of_a_narrowing_cast():
     grid = interpolate_pos_embed(x.float(), [3, 4, 4], [2, 3, 3], 1, prof.mode, prof.align_corners, prof.antialias,
                                  num_suffix_tokens=2)
     assert torch.equal(out[:, 1:-2], grid[:, 1:-2].double())
+
+
+def test_backward_op_refuses_a_rank3_grid_whose_token_count_wraps_int64():
+    """Three sides of up to 2^24 multiply past int64: 2^16 * 2^24 * 2^24 wraps
+    to 0, so an unchecked count expected only the prefix and suffix tokens and
+    let a 4-token grad_output through to the kernels (a segfault). The forward
+    op refuses such a new_size; the backward op, public too, must as well."""
+    with pytest.raises(ValueError, match="too large to allocate"):
+        torch.ops.vitpe.interpolate_pos_embed_backward(
+            torch.randn(1, 4, 1), 1 + 2**16 * 4 + 3, [2**16, 2**24, 2**24], [2**16, 2, 2], 1, "nearest",
+            None, False, None, 3)
