@@ -192,23 +192,32 @@ _KINDS = ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (s
           (stat.S_ISSOCK, "socket"))
 
 
-def check_output(path, overwrite: bool, exists_hint: str = "pass --force to overwrite it",
-                 need_folder: bool = True) -> Optional[os.stat_result]:
-    """Refuse an OUT that must not be written; the stat of the regular file it
-    would replace, or None for a new file."""
-    path = Path(path)
+def _lstat_output(path: Path, need_folder: bool, noun: str) -> Optional[os.stat_result]:
+    """The lstat of an OUT (None if it does not exist yet), refusing what no
+    output may be: a missing parent folder (need_folder), an unreadable path,
+    a symbolic link. noun: what OUT is ("file" or "folder"), for the message."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        folder = path.parent
-        if need_folder and not folder.is_dir():
-            raise OutputError(f"{folder}: no such directory for the output") from None
+        if need_folder and not path.parent.is_dir():
+            raise OutputError(f"{path.parent}: no such directory for the output") from None
         return None
     except OSError as exc:
         raise OutputError(f"{path}: {exc.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
         raise OutputError(f"{path}: is a symbolic link (to {os.readlink(path)}); vitpe does not write through "
-                          f"links: give the path of the file itself, or remove the link")
+                          f"links: give the path of the {noun} itself, or remove the link")
+    return st
+
+
+def check_output(path, overwrite: bool, exists_hint: str = "pass --force to overwrite it",
+                 need_folder: bool = True) -> Optional[os.stat_result]:
+    """Refuse an OUT that must not be written; the stat of the regular file it
+    would replace, or None for a new file."""
+    path = Path(path)
+    st = _lstat_output(path, need_folder, "file")
+    if st is None:
+        return None
     if stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: is a directory; give the output file's name")
     for test, kind in _KINDS:
@@ -347,17 +356,9 @@ def check_output_folder(path, overwrite: bool, exists_hint: str = "pass --force 
     """Refuse a folder OUT that must not be written; True when OUT exists
     (a real folder, replaced only with overwrite)."""
     path = Path(path)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        if need_folder and not path.parent.is_dir():
-            raise OutputError(f"{path.parent}: no such directory for the output") from None
+    st = _lstat_output(path, need_folder, "folder")
+    if st is None:
         return False
-    except OSError as exc:
-        raise OutputError(f"{path}: {exc.strerror}") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise OutputError(f"{path}: is a symbolic link (to {os.readlink(path)}); vitpe does not write through "
-                          f"links: give the path of the folder itself, or remove the link")
     if not stat.S_ISDIR(st.st_mode):
         raise OutputError(f"{path}: exists and is not a folder; the output is a folder: give another name "
                           f"(vitpe does not replace a file with a folder, not even with --force)")
