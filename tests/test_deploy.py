@@ -168,7 +168,7 @@ def test_export_make_dynamic_torchvision_pads_at_every_size(strict):
 def test_export_refuses_a_profile_that_needs_fixed_sizes(profile, dtype):
     # dinov2's scale factor is a float of the sizes; a narrowing compute dtype
     # keeps the table as it is on its own grid, a branch on them. int() of the
-    # traced sizes used to fix the program to the example's.
+    # traced sizes would fix the program to the example's: a refusal instead.
     module = ResizeWithProfile(profile).to(dtype)
     dims = {1: torch.export.Dim("h", min=2, max=32), 2: torch.export.Dim("w", min=2, max=32)}
     tokens = torch.empty(1, 6, 5, 8, dtype=dtype)

@@ -339,8 +339,8 @@ class ProfileAtTracedSize(torch.nn.Module):
 
 @pytest.mark.parametrize("profile, dtype", [("dinov2", torch.float32), ("timm", torch.float64)])
 def test_a_profile_that_needs_fixed_sizes_is_refused_at_traced_sizes(profile, dtype):
-    # The exporter used to retry with the sizes made static and succeed: a
-    # model that onnxruntime refused at any other size.
+    # Without the refusal the exporter retries with the sizes made static and
+    # succeeds: a model that onnxruntime refuses at any other size.
     with pytest.raises(Exception, match=rf"ValueError'>: interpolate_pos_embed: profile '{profile}' .*"
                                         r"export at a fixed size"):
         export(ProfileAtTracedSize(profile), (torch.randn(1, 1 + 36, 8, dtype=dtype), torch.empty(4, 3)),
