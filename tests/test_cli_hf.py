@@ -484,7 +484,7 @@ def _edit_config(folder, **changes):
 
 
 @pytest.mark.parametrize("case,edit,argv,needles", [
-    ("unknown model type", dict(model_type="beit"), [], ["model_type 'beit' is not one vitpe can rewrite (it knows",
+    ("unknown model type", dict(model_type="swin"), [], ["model_type 'swin' is not one vitpe can rewrite (it knows",
                                                           "resize its weights file alone with --key, and set its "
                                                           "config yourself"]),
     ("no image size", dict(image_size=None), [], ["no image_size (transformers would take its class default"]),

@@ -4,7 +4,8 @@
     checkpoint.py   loading without running code, finding the table, saving
     resizing.py     how a table is resized, and the plan of a checkpoint's changes
     atomic.py       atomic output files and folders, signal cleanup, stale temp files
-    hf_folder.py    resize/inspect of a Hugging Face model folder (hf_config.py: its config.json)
+    hf_folder.py    resize/inspect of a Hugging Face model folder (hf_config.py: its config.json;
+                    hf_beit.py: BEiT/Data2VecVision relative-position-bias tables)
     plot.py         similarity maps and histograms
     demo.py         `vitpe demo`: every mode against an exact answer
     bench.py        `vitpe bench`: verify, then time, against the anchors

@@ -38,6 +38,8 @@ class ModelType:
     square_only: Optional[str]  # why the model cannot run a non-square table, or None
     tower: str = ""             # the vision tower's keys' prefix in a dual model's state dict
     sizes_in: Optional[str] = None  # the config's sub-dict holding image_size/patch_size
+    absolute_flag: Optional[str] = None  # the config's switch for the absolute table (absent: always there)
+    rel_pos: bool = False       # BEiT-layout relative-position-bias tables too (hf_beit.py)
 
     @property
     def recipe(self) -> Recipe:
@@ -65,6 +67,10 @@ class ModelType:
 _DINOV2_SQUARE = ("its interpolate_pos_encoding runs in every forward whose input is not square and reshapes the "
                   "table as a square grid")
 _CLIP_SQUARE = "its embeddings compute the grid as (image_size // patch_size) ** 2: one int each"
+# BeitRelativePositionBias.forward reshapes its (2Wh-1)(2Ww-1) rows as (2Ww-1, 2Wh-1): a
+# non-square window is read transposed, even at the model's own size
+_BEIT_SQUARE = ("its relative position bias reads a non-square offset table transposed, and its "
+                "interpolate_pos_encoding reads the absolute table as a square grid")
 
 MODEL_TYPES: Dict[str, ModelType] = {t.name: t for t in (
     # at the config's size ViT and DeiT add the table as it is, whatever its shape
@@ -77,7 +83,14 @@ MODEL_TYPES: Dict[str, ModelType] = {t.name: t for t in (
     ModelType("clip", _CLIP_KERNEL, "class", False, _CLIP_SQUARE, "vision_model.", "vision_config"),
     ModelType("siglip_vision_model", _CLIP_KERNEL, "none", False, _CLIP_SQUARE),
     ModelType("siglip", _CLIP_KERNEL, "none", False, _CLIP_SQUARE, "vision_model.", "vision_config"),
+    # the absolute table only with use_absolute_position_embeddings (default False); the
+    # relative-position-bias tables per layer and/or shared (hf_beit.py)
+    ModelType("beit", _VIT_KERNEL, "class", False, _BEIT_SQUARE,
+              absolute_flag="use_absolute_position_embeddings", rel_pos=True),
+    ModelType("data2vec-vision", _VIT_KERNEL, "class", False, _BEIT_SQUARE,
+              absolute_flag="use_absolute_position_embeddings", rel_pos=True),
 )}
+
 
 def read_json(path: Path, what: str) -> Dict[str, Any]:
     try:
@@ -113,6 +126,12 @@ class ModelConfig:
     def grid(self) -> Pair:
         return (self.image[0] // self.patch[0], self.image[1] // self.patch[1])  # transformers floors too
 
+    @property
+    def has_absolute(self) -> bool:
+        """Whether the model has an absolute table; a switch missing from config.json is the class
+        default, False (save_pretrained writes only the values that differ from it)."""
+        return self.type.absolute_flag is None or self.data.get(self.type.absolute_flag) is True
+
     def _sizes(self, data: Dict[str, Any]) -> Dict[str, Any]:
         return data[self.type.sizes_in] if self.type.sizes_in else data
 
@@ -146,9 +165,11 @@ class ModelConfig:
         arch = self.data.get("architectures")
         arch = f" ({', '.join(map(str, arch))})" if isinstance(arch, list) and arch else ""
         count = self.type.prefix_tokens
-        return (f"Hugging Face {self.type.name}{arch}: image {format_pair(self.image)}, patch "
-                f"{format_pair(self.patch)}, grid {format_pair(self.grid)}, {count} prefix token"
-                f"{'' if count == 1 else 's'} in the table ({self.type.prefix_names})")
+        sizes = (f"Hugging Face {self.type.name}{arch}: image {format_pair(self.image)}, patch "
+                 f"{format_pair(self.patch)}, grid {format_pair(self.grid)}")
+        if not self.has_absolute:
+            return sizes + ", no absolute position table"
+        return sizes + f", {count} prefix token{'' if count == 1 else 's'} in the table ({self.type.prefix_names})"
 
 
 def read_config(path: Path) -> ModelConfig:

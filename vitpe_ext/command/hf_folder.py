@@ -29,6 +29,7 @@ import torch
 from .atomic import TMP_SUFFIX, OutputError, check_output_folder, sweep_stale_temps, write_folder_atomic
 from .checkpoint import (Checkpoint, CheckpointError, Embedding, Pair, format_pair, load_checkpoint, recipe_defaults,
                          save_checkpoint)
+from . import hf_beit
 from .hf_config import CONFIG_NAME, PROCESSOR_NAMES, ModelConfig, json_text, read_config, read_json, updated_processor
 from .records import method_from_record, mismatch_warning, step_for, store_records, table_record
 from .resizing import Change, method_from_args, method_given, plan_patch, plan_resize
@@ -132,10 +133,11 @@ def _find_table(cfg: ModelConfig, loaded: _Loaded) -> str:
 class SetPlan:
     """What one weight set becomes: the changed tensors, by file."""
     wset: WeightSet
-    emb: Embedding
-    table_file: str
+    emb: Optional[Embedding]      # None: a BEiT without an absolute table
+    table_file: Optional[str]
     shards: Dict[str, Checkpoint] = field(default_factory=dict)  # the loaded files (changed ones rewritten)
     changes: List[Change] = field(default_factory=list)
+    drops: List[Tuple[str, int]] = field(default_factory=list)  # (key, bytes): BEiT's stale index buffers
     new_grid: Pair = (0, 0)
     new_patch: Pair = (0, 0)
 
@@ -189,6 +191,31 @@ def _note(line: str) -> None:
 def _plan_set(cfg: ModelConfig, folder: Path, wset: WeightSet, args, log: Callable[[str], None]) -> SetPlan:
     """Every check first, as resize_file does; the tables only when not a dry run."""
     loaded = _Loaded(folder, wset)
+    if cfg.type.rel_pos and args.patch_size is not None:
+        raise CheckpointError(f"{cfg.path}: --patch-size with a {cfg.type.name} model is not supported (its "
+                              f"relative-position-bias window is the patch grid); resize the image size alone "
+                              f"(--image-size)")
+    if cfg.has_absolute:
+        plan = _plan_absolute(cfg, loaded, args, log)
+    else:
+        stray = [k for k in loaded.keys() if k == cfg.type.table or k.endswith("." + cfg.type.table)]
+        if stray:
+            raise CheckpointError(f"{cfg.path}: {cfg.type.absolute_flag} is not true but {folder / wset.name} "
+                                  f"holds {stray[0]}; config.json and the weights disagree")
+        grid = hf_beit.new_grid(cfg, args.image_size)
+        cfg.check_target((grid[0] * cfg.patch[0], grid[1] * cfg.patch[1]), cfg.patch,
+                         f"--image-size {format_pair(args.image_size)}")
+        plan = SetPlan(wset, None, None, loaded.files, new_grid=grid, new_patch=cfg.patch)
+    if cfg.type.rel_pos:
+        changes, plan.drops = hf_beit.plan_tables(cfg, loaded, plan.new_grid, args,
+                                                  lambda line: log(f"{folder / wset.name}: {line}"))
+        plan.changes += changes
+    return plan
+
+
+def _plan_absolute(cfg: ModelConfig, loaded: _Loaded, args, log: Callable[[str], None]) -> SetPlan:
+    """The absolute table (and the patch kernel, for --patch-size)."""
+    wset = loaded.wset
     emb, table_ckpt, view = _layout(cfg, loaded)
     compute = not args.dry_run
     new_grid, kernel = plan_patch(view, emb, args.image_size, args.patch_size, allow_nonfinite=args.allow_nonfinite,
@@ -231,10 +258,14 @@ def _plan_set(cfg: ModelConfig, folder: Path, wset: WeightSet, args, log: Callab
 
 def _apply(plan: SetPlan) -> Dict[str, Checkpoint]:
     """Put the new tensors into their files; the files that changed, by name."""
-    changed = {plan.table_file: plan.shards[plan.table_file]} if plan.changes else {}
+    changed = {plan.table_file: plan.shards[plan.table_file]} if plan.changes and plan.table_file else {}
     for change in plan.changes:
         name = plan.wset.file_of(change.key[0])
         plan.shards[name].set(change.key, change.new)
+        changed[name] = plan.shards[name]
+    for key, _ in plan.drops:
+        name = plan.wset.file_of(key)
+        del plan.shards[name].obj[key]
         changed[name] = plan.shards[name]
     return changed
 
@@ -252,6 +283,10 @@ def _updated_index(plan: SetPlan) -> Optional[dict]:
             metadata["total_size"] += (new - old) * dtype.itemsize
         if isinstance(metadata.get("total_parameters"), int) and dtype.is_floating_point:
             metadata["total_parameters"] += new - old
+    if plan.drops:
+        index["weight_map"] = {k: v for k, v in index["weight_map"].items() if k not in dict(plan.drops)}
+        if isinstance(metadata.get("total_size"), int):
+            metadata["total_size"] -= sum(size for _, size in plan.drops)
     if "metadata" in index:
         index["metadata"] = metadata
     return index
@@ -398,5 +433,11 @@ def inspect_model_folder(path: Path, args) -> Tuple[Checkpoint, List[Embedding]]
     cfg = read_config(path / CONFIG_NAME)
     sets = weight_sets(path)
     print(f"{path}: {cfg.describe()}; weights: {', '.join(s.name for s in sets)}")
-    emb, table_ckpt, _ = _layout(cfg, _Loaded(path, sets[0]))
+    loaded = _Loaded(path, sets[0])
+    if cfg.type.rel_pos:
+        for line in hf_beit.inspect_lines(cfg, loaded):
+            print(line)
+    if not cfg.has_absolute:
+        return loaded.file(sets[0].files[0]), []
+    emb, table_ckpt, _ = _layout(cfg, loaded)
     return table_ckpt, [emb]

@@ -79,4 +79,7 @@ MODEL_TYPES: Dict[str, Recipe] = {
     "clip": CLIP,
     "siglip_vision_model": SIGLIP,
     "siglip": SIGLIP,
+    # their BeitEmbeddings/Data2VecVisionEmbeddings.interpolate_pos_encoding is ViT's (transformers.py)
+    "beit": VIT,
+    "data2vec-vision": VIT,
 }
