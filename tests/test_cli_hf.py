@@ -698,3 +698,22 @@ def test_a_directory_of_checkpoints_is_still_resized_file_by_file(tmp_path, caps
     code, stdout, err = run(["resize", folder, tmp_path / "out", "--image-size", "128"], capsys)
     assert code == 0, err
     assert (tmp_path / "out" / "a.pth").exists()
+
+
+def test_videomae_has_no_table_to_resize(tmp_path, capsys):
+    """VideoMAE's position table is a sinusoid transformers computes from config.json (not in the
+    weights): one line saying so and what to do, for resize and inspect, nothing written."""
+    config = transformers.VideoMAEConfig(**SMALL, num_frames=4, tubelet_size=2)
+    model = transformers.VideoMAEModel(config)
+    assert not [k for k in model.state_dict() if "position" in k]  # the premise: no saved table
+    folder = tmp_path / "videomae"
+    model.save_pretrained(folder)
+    out = tmp_path / "out"
+    message = ("config.json: a videomae model's position table is a fixed 1-D sinusoid over its (num_frames // "
+               "tubelet_size) * (image_size // patch_size)^2 tokens, computed from config.json when the model is "
+               "built, not a saved weight: there is nothing to resize; set the new size in config.json (videomae "
+               "reads image_size/num_frames) and load the weights as they are")
+    for argv in (["resize", folder, out, "--image-size", "48"], ["inspect", folder]):
+        code, _, err = run(argv, capsys)
+        assert_one_line_error(code, err, message)
+    assert_no_output(out)

@@ -92,6 +92,13 @@ MODEL_TYPES: Dict[str, ModelType] = {t.name: t for t in (
 )}
 
 
+# model types whose position table transformers computes rather than loads (what it is, for the message)
+COMPUTED_TABLES = {
+    # modeling_videomae.py: get_sinusoid_encoding_table(num_patches, hidden_size), a plain attribute
+    "videomae": "a fixed 1-D sinusoid over its (num_frames // tubelet_size) * (image_size // patch_size)^2 tokens",
+}
+
+
 def read_json(path: Path, what: str) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -179,6 +186,11 @@ def read_config(path: Path) -> ModelConfig:
     if not isinstance(name, str):
         raise CheckpointError(f"{path}: no model_type; vitpe rewrites only the model types it knows "
                               f"({', '.join(MODEL_TYPES)})")
+    if name in COMPUTED_TABLES:
+        raise CheckpointError(f"{path}: a {name} model's position table is {COMPUTED_TABLES[name]}, "
+                              f"computed from config.json when the model is built, not a saved weight: there is "
+                              f"nothing to resize; set the new size in config.json ({name} reads "
+                              f"image_size/num_frames) and load the weights as they are")
     if name not in MODEL_TYPES:
         raise CheckpointError(f"{path}: model_type {name!r} is not one vitpe can rewrite (it knows "
                               f"{', '.join(MODEL_TYPES)}); resize its weights file alone with --key, and set its "
