@@ -327,6 +327,8 @@ def find_embedding_keys(ckpt: Checkpoint) -> List[Key]:
         if matched is None:
             continue
         family, model_prefix = matched
+        if model_prefix.endswith(("rope.", "rope_embed.")):
+            continue  # timm's RoPE modules' pos_embed (EVA-02, DINOv3): computed for any grid, no table
         # a CLIP/SigLIP text tower's table has the vision one's name but no patch embedding beside it
         if family.name == "hf-clip" and _sibling(ckpt, key, model_prefix, family.patch_suffix) is None:
             continue

@@ -31,7 +31,7 @@ from .checkpoint import (CHECKPOINT_SUFFIXES, Checkpoint, CheckpointError, Embed
                          nonfinite_summary, output_format, parse_grid, parse_pair, save_checkpoint, select_keys)
 from ..integrations.provenance import RECORD_KEY
 from .records import describe_record, method_from_record, mismatch_warning, step_for, store_records, table_record
-from .rel_pos_tables import find_rel_pos_tables, inspect_lines as rel_pos_lines, plan_rel_pos, refuse_continuous_bias
+from .rel_pos_tables import find_rel_pos_tables, inspect_lines as rel_pos_lines, plan_rel_pos, refuse_tableless
 from .resizing import default_method, method_from_args, method_given, plan_patch, plan_resize
 
 USER_ERRORS = (CheckpointError, OutputError)  # one line for the user, status 1
@@ -148,7 +148,7 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
         return _resize_3d(ckpt, src, out, fmt, args, log, swept)
     rel_tables = find_rel_pos_tables(ckpt) if not args.key else []
     if not rel_tables and not args.key:
-        refuse_continuous_bias(ckpt)  # Swin v2: no absolute table and nothing relative to resize
+        refuse_tableless(ckpt)  # Swin v2, RoPE: no absolute table and nothing relative to resize
     if args.window is not None and not rel_tables:
         raise CheckpointError(f"{src}: --window sets the attention window of Swin's relative-position-bias "
                               f"tables, and {src} has none")
@@ -438,7 +438,7 @@ def cmd_inspect(args) -> int:
         ckpt = load_checkpoint(path)
         rel_tables = find_rel_pos_tables(ckpt) if not args.key else []
         if not rel_tables and not args.key:
-            refuse_continuous_bias(ckpt)
+            refuse_tableless(ckpt)
         embs = _describe_tables(ckpt, args, strict_single=False, optional=bool(rel_tables))
     header, rows, problems = inspect_rows(ckpt, embs)
     print(f"{ckpt.path} ({ckpt.format}, {sum(1 for _ in ckpt.items())} tensors)")

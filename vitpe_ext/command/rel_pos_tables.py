@@ -6,6 +6,8 @@ rebuilds itself.
     Swin v1  layers.{i}.blocks.{j}.attn.relative_position_bias_table  (2W-1)^2 x heads
     BEiT     blocks.{j}.attn.relative_position_bias_table             (2G-1)^2 + 3 x heads
              rel_pos_bias.relative_position_bias_table (shared)       the same
+    EVA      blocks.{j}.attn.rel_pos.relative_position_bias_table     the same (timm's RelPosBias with a
+             class token, as timm's Eva built with use_rel_pos_bias=True held it)
 
 BEiT's window is its patch grid (image / patch), so --image-size alone sets
 it. Swin's window is a model setting (timm's window_size=), given with
@@ -38,7 +40,8 @@ from .resizing import Change, check_fits
 TABLE = "relative_position_bias_table"
 # Swin first: its keys also end in "blocks.{j}.attn.relative_position_bias_table"
 SWIN = re.compile(r"^(?P<prefix>.*?)layers\.(?P<layer>\d+)\.blocks\.\d+\.attn\." + TABLE + "$")
-BEIT = re.compile(r"^(?P<prefix>.*?)(?:blocks\.\d+\.attn\.|rel_pos_bias\.)" + TABLE + "$")
+BEIT = re.compile(r"^(?P<prefix>.*?)(?:blocks\.\d+\.attn\.(?P<module>rel_pos\.)?|rel_pos_bias\.)" + TABLE + "$")
+ROPE = re.compile(r"(?:^|\.)rope\w*\.")  # a rotary embedding's module: rope., rope_embed., ...
 BEIT_EXTRA = 3  # BEiT's class-to-token, token-to-class and class-to-class biases, after the grid
 
 
@@ -67,6 +70,13 @@ def _square_window(rows: int) -> Optional[int]:
     return (side + 1) // 2 if side * side == rows and side % 2 == 1 else None
 
 
+def _unknown(ckpt: Checkpoint, key: Key) -> CheckpointError:
+    return CheckpointError(f"{ckpt.path}: {key_name(key)}: a relative-position-bias table that vitpe resize "
+                           f"does not know (it knows timm's Swin v1 layers.*.blocks.*.attn.{TABLE} and "
+                           f"BEiT blocks.*.attn./rel_pos_bias.{TABLE}); resize it in Python with "
+                           f"vitpe_ext.resize_rel_pos_bias")
+
+
 def find_rel_pos_tables(ckpt: Checkpoint) -> List[RelPosTable]:
     """Every Swin-v1/BEiT relative-position-bias table; refuses one of a layout it does not know
     (resizing the rest would leave that one at the old window)."""
@@ -79,12 +89,13 @@ def find_rel_pos_tables(ckpt: Checkpoint) -> List[RelPosTable]:
         if match is None:
             match, family = BEIT.match(name), "beit"
         if match is None:
-            raise CheckpointError(f"{ckpt.path}: {key_name(key)}: a relative-position-bias table that vitpe resize "
-                                  f"does not know (it knows timm's Swin v1 layers.*.blocks.*.attn.{TABLE} and "
-                                  f"BEiT blocks.*.attn./rel_pos_bias.{TABLE}); resize it in Python with "
-                                  f"vitpe_ext.resize_rel_pos_bias")
+            raise _unknown(ckpt, key)
         extra = BEIT_EXTRA if family == "beit" else 0
         window = _square_window(value.shape[0] - extra) if value.dim() == 2 else None
+        if family == "beit" and match["module"] and window is None:
+            # timm's RelPosBias is also GCViT's, whose window is a model setting, not the patch grid:
+            # only the class-token layout (3 extra rows) is EVA's
+            raise _unknown(ckpt, key)
         if window is None or not value.is_floating_point():
             want = "(2W-1)^2 + 3" if extra else "(2W-1)^2"
             raise CheckpointError(f"{ckpt.path}: {key_name(key)} has shape {tuple(value.shape)} "
@@ -101,6 +112,28 @@ def continuous_bias_key(ckpt: Checkpoint) -> Optional[str]:
         if isinstance(key[-1], str) and ".attn.cpb_mlp." in key[-1]:
             return key_name(key)
     return None
+
+
+def rope_key(ckpt: Checkpoint) -> Optional[str]:
+    """A rotary embedding's stored key (EVA-02 rope.freqs_cos, a RoPE-mixed rope.freqs, ...), if any."""
+    for key, _ in ckpt.items():
+        if isinstance(key[-1], str) and ROPE.search(key[-1]):
+            return key_name(key)
+    return None
+
+
+def refuse_tableless(ckpt: Checkpoint) -> None:
+    """Where a checkpoint has no absolute table either, say why there is nothing to resize:
+    its positions are computed for any grid (Swin v2's bias MLP, RoPE)."""
+    if find_embedding_keys(ckpt):
+        return
+    refuse_continuous_bias(ckpt)
+    name = rope_key(ckpt)
+    if name is not None:
+        raise CheckpointError(f"{ckpt.path}: {name}: a rotary position embedding (RoPE, as EVA-02's) is computed "
+                              f"for any grid, not a table: there is nothing to resize; create the model with the "
+                              f"new img_size and load the checkpoint as it is (timm's checkpoint_filter_fn drops "
+                              f"stored rope buffers)")
 
 
 def refuse_continuous_bias(ckpt: Checkpoint) -> None:
