@@ -1,6 +1,7 @@
 """The `vitpe` command line (also `python -m vitpe_ext`).
 
     vitpe resize IN OUT --image-size 384     resize a checkpoint's position embedding
+    vitpe resize IN OUT --old-length 8 --length 16   a 1-D table (prefix + L tokens)
     vitpe inspect CKPT                       its table(s): layout, dtype, norms, sin-cos?, NaN/Inf
     vitpe plot CKPT -o fig.png               similarity maps and value histograms, every mode
     vitpe demo [CKPT]                        every mode against the exact answer, a forward pass, a plot
@@ -49,7 +50,8 @@ def _pair_arg(what, parser=parse_pair):
 
 
 def _add_layout_args(parser: argparse.ArgumentParser,
-                     patch_help: str = "patch size in pixels (default: from the patch-embedding weight)") -> None:
+                     patch_help: str = "patch size in pixels (default: from the patch-embedding weight)",
+                     old_length: bool = False) -> None:
     group = parser.add_argument_group("table layout (detected when not given)")
     group.add_argument("--key", action="append", metavar="KEY",
                        help="the table's key (nested dicts as model/pos_embed); repeat for several tables")
@@ -59,6 +61,22 @@ def _add_layout_args(parser: argparse.ArgumentParser,
                        help="the table's current patch grid (needed for non-square grids, and as TxHxW for "
                             "a video/volume table)")
     group.add_argument("--patch-size", type=_pair_arg("--patch-size"), metavar="P|PHxPW", help=patch_help)
+    if old_length:
+        # its own option: --old-grid N has always meant NxN, so a 1-D length cannot be spelled there
+        group.add_argument("--old-length", type=_positive("--old-length"), metavar="L",
+                           help="a 1-D table's current length: L tokens after the prefix (--old-grid N means NxN)")
+
+
+def _positive(what):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive number of tokens, got {text!r}")
+        return value
+    return parse
 
 
 def _modes_taking(flag: str) -> str:
@@ -75,8 +93,8 @@ def _add_method_args(parser: argparse.ArgumentParser) -> None:
         "--mode/--align-corners/--antialias without --profile run the op with exactly those settings; "
         "with --profile they adjust it where that library allows.")
     group.add_argument("--profile", choices=sorted(PROFILES), help="reproduce this library's resize")
-    # "trilinear": F.interpolate's name for 3-D linear; the op takes it on a TxHxW grid only
-    group.add_argument("--mode", choices=(*MODES, "trilinear"), help="interpolation mode")
+    # "linear"/"trilinear": F.interpolate's names for 1-D/3-D linear; the op takes them on an L/TxHxW grid only
+    group.add_argument("--mode", choices=(*MODES, "linear", "trilinear"), help="interpolation mode")
     group.add_argument("--align-corners", action=argparse.BooleanOptionalAction, default=None,
                        help=f"{_modes_taking('align_corners')}: map corner centres to corner centres")
     group.add_argument("--antialias", action=argparse.BooleanOptionalAction, default=None,
@@ -92,6 +110,12 @@ def _load_tables(path, args, strict_single: bool = True, patch_from_args: bool =
     return ckpt, _describe_tables(ckpt, args, strict_single, patch_from_args)
 
 
+def _old_grid(args):
+    """--old-grid, or --old-length L as the 1-D grid (L,)."""
+    length = getattr(args, "old_length", None)
+    return (length,) if length is not None else args.old_grid
+
+
 def _describe_tables(ckpt: Checkpoint, args, strict_single: bool = True, patch_from_args: bool = True,
                      optional: bool = False) -> List[Embedding]:
     """The absolute tables to work on; optional=True: none is fine (a checkpoint whose only
@@ -102,7 +126,7 @@ def _describe_tables(ckpt: Checkpoint, args, strict_single: bool = True, patch_f
     if not keys:
         keys = select_keys(ckpt, None)  # raises the "no key, candidates: ..." error
     patch = args.patch_size if patch_from_args else None
-    return [describe(ckpt, key, args.prefix_tokens, args.old_grid, patch) for key in keys]
+    return [describe(ckpt, key, args.prefix_tokens, _old_grid(args), patch) for key in keys]
 
 
 # -- resize ----------------------------------------------------------------------
@@ -144,8 +168,8 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
     check_output(out, args.force, need_folder=not args.dry_run)
     fmt = output_format(out)
     ckpt = load_checkpoint(src)
-    if args.grid is not None:
-        return _resize_3d(ckpt, src, out, fmt, args, log, swept)
+    if args.grid is not None or args.length is not None:
+        return _resize_given_grid(ckpt, src, out, fmt, args, log, swept)
     rel_tables = find_rel_pos_tables(ckpt) if not args.key else []
     if not rel_tables and not args.key:
         refuse_tableless(ckpt)  # Swin v2, RoPE: no absolute table and nothing relative to resize
@@ -210,11 +234,12 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
     _finish(ckpt, src, out, fmt, args, changes, drops, steps, records, log, swept)
 
 
-def _resize_3d(ckpt: Checkpoint, src: Path, out: Path, fmt: str, args, log, swept) -> None:
-    """A video/volume table (prefix + T*H*W tokens) to --grid TxHxW through the op's rank-3 path.
-    The arguments were checked by _check_grid_args; describe() checks the token count."""
+def _resize_given_grid(ckpt: Checkpoint, src: Path, out: Path, fmt: str, args, log, swept) -> None:
+    """A video/volume table (prefix + T*H*W tokens) to --grid TxHxW through the op's rank-3 path,
+    or a 1-D one (prefix + L tokens) to --length L through its rank-1 path. The arguments were
+    checked by _check_grid_args; describe() checks the token count."""
     check_storable(ckpt, out)
-    new_grid, changes = tuple(args.grid), []
+    new_grid, changes = (tuple(args.grid) if args.grid is not None else (args.length,)), []
     for emb in _describe_tables(ckpt, args, patch_from_args=False):
         method = method_from_args(args, emb)
         layout = f"prefix {emb.prefix_tokens}, {emb.dtype}".replace("torch.", "") + f", family {emb.family}"
@@ -350,8 +375,36 @@ def _resize_files(src: Path, out: Path, files: List[Path], args, made: List[Path
     return 0
 
 
+def _refuse_two_old_grids(args) -> None:
+    if args.old_length is not None and args.old_grid is not None:
+        raise CheckpointError(f"--old-length is a 1-D table's length and --old-grid a 2-D/3-D grid; give one "
+                              f"(--old-grid {format_pair(args.old_grid)} means that grid, not a length)")
+
+
+def _check_length_args(args) -> None:
+    """--length L and --old-length L: a 1-D table; refuse what they cannot mean, before any file is read."""
+    _refuse_two_old_grids(args)
+    if args.length is None and args.old_length is None:
+        return
+    if args.length is None:
+        raise CheckpointError("--old-length is the current length of a 1-D table; give the new one with "
+                              "--length L (--image-size and --grid are for 2-D/3-D grids)")
+    if args.old_length is None:
+        raise CheckpointError("--length needs the table's current length: pass --old-length L (the token count "
+                              "does not tell the prefix tokens from the sequence)")
+    given = [flag for flag, value in (("--image-size", args.image_size), ("--patch-size", args.patch_size),
+                                      ("--grid", args.grid), ("--old-grid", args.old_grid),
+                                      ("--window", args.window), ("--sincos", args.sincos or None))
+             if value is not None]
+    if given:
+        raise CheckpointError(f"{given[0]} does not apply to a 1-D table (--length/--old-length); drop it")
+
+
 def _check_grid_args(args) -> None:
     """--grid TxHxW and a 3-D --old-grid: refuse what they cannot mean, before any file is read."""
+    _check_length_args(args)
+    if args.length is not None:
+        return
     old, new = args.old_grid, args.grid
     if new is None and (old is None or len(old) == 2):
         return
@@ -373,7 +426,7 @@ def _check_grid_args(args) -> None:
 
 
 def cmd_resize(args) -> int:
-    if args.image_size is None and args.patch_size is None and args.grid is None:
+    if args.image_size is None and args.patch_size is None and args.grid is None and args.length is None:
         print("vitpe resize: error: give --image-size, --patch-size or both (see vitpe resize --help)",
               file=sys.stderr)
         return 2
@@ -432,6 +485,7 @@ def inspect_rows(ckpt: Checkpoint, embs: List[Embedding]):
 def cmd_inspect(args) -> int:
     from .hf_folder import inspect_model_folder, is_model_folder
     path = Path(args.checkpoint)
+    _refuse_two_old_grids(args)
     if is_model_folder(path):
         ckpt, embs = inspect_model_folder(path, args)  # the layout from config.json
     else:
@@ -540,9 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=_pair_arg("--grid", _grid3), metavar="TxHxW",
                    help="the new token grid of a video/volume table (T*H*W tokens, VideoMAE, UNETR), e.g. "
                         "16x14x14; needs --old-grid TxHxW; instead of --image-size, which cannot say the frames")
+    p.add_argument("--length", type=_positive("--length"), metavar="L",
+                   help="the new length of a 1-D table (prefix + L tokens: a TimeSformer time_embed, an "
+                        "audio/sequence ViT), e.g. 16; needs --old-length L")
     _add_layout_args(p, patch_help="the output's patch size: a patch-embedding kernel of another size is "
                                    "resampled to it (FlexiViT) and the table resized to IMAGE/P, so both agree; "
-                                   "without a kernel in the checkpoint, the table's patch size")
+                                   "without a kernel in the checkpoint, the table's patch size", old_length=True)
     p.add_argument("--window", type=_pair_arg("--window"), metavar="W|WHxWW",
                    help="Swin: the new attention window (timm's window_size=), clamped per stage to the "
                         "feature map as timm does; the relative-position-bias tables are resized to it "
@@ -557,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A table of the position-embedding key(s): layout, dtype, norms, whether "
                                    "the table is a fixed sin-cos one, and NaN/Inf values (exit status 1 if any).")
     p.add_argument("checkpoint", metavar="CKPT")
-    _add_layout_args(p)
+    _add_layout_args(p, old_length=True)
     p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("plot", help="similarity maps and value histograms before/after resizing, every mode")

@@ -40,7 +40,8 @@ _INDEX = re.compile(r"^(model|pytorch_model)\.(safetensors|bin)\.index(\.[\w-]+)
 # weights in formats vitpe cannot rewrite: copied, they would hold the old table
 _NOT_REWRITTEN = (".h5", ".msgpack", ".onnx", ".onnx_data", ".gguf", ".tflite")
 _LAYOUT_OPTIONS = (("key", "--key"), ("prefix_tokens", "--prefix-tokens"), ("old_grid", "--old-grid"),
-                  ("grid", "--grid"), ("window", "--window"))  # a weights file's Swin tables only
+                  ("grid", "--grid"), ("window", "--window"), ("length", "--length"),
+                  ("old_length", "--old-length"))  # a weights file's Swin tables only
 
 
 def is_model_folder(path: Path) -> bool:
