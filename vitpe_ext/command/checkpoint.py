@@ -306,6 +306,9 @@ FAMILIES = (
     # dual model's file, without it in a CLIPVisionModel/SiglipVisionModel one
     Family("hf-clip", "embeddings.position_embedding.weight", "embeddings.patch_embedding.weight", "hf"),
     Family("openai-clip", "visual.positional_embedding", "visual.conv1.weight", "hf"),
+    # MONAI ViT/UNETR (vit. in UNETR): (1, N, hidden), no class token, a 2-D or 3-D grid; the kernel is
+    # a Conv2d/Conv3d weight (proj_type "conv") or absent (a "perceptron" Linear)
+    Family("monai", "patch_embedding.position_embeddings", "patch_embedding.patch_embeddings.weight", "hf"),
 )
 FAMILY_BY_NAME = {f.name: f for f in FAMILIES}
 
@@ -424,6 +427,8 @@ def _prefix_hints(ckpt: Checkpoint, key: Key, family: Optional[Family], model_pr
         return [1] if has("embeddings.class_embedding") else [0]  # SigLIP has no class token
     if family.name == "openai-clip":
         return [1]
+    if family.name == "monai":
+        return [0]  # MONAI's ViT adds its class token after the position embedding
     # timm-style: class/dist/register tokens, in the table unless no_embed_class
     count = has("cls_token") + has("dist_token")
     reg = _sibling(ckpt, key, model_prefix, "reg_token")
@@ -518,6 +523,8 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
     patch = tuple(patch_size) if patch_size is not None else weight_patch
 
     # prefix tokens and grid
+    if old_grid is None and family is not None and family.name == "monai" and weight_patch is None:
+        _refuse_monai_guess(ckpt, name, tokens, patch_key)
     if old_grid is not None:
         grid_tokens = math.prod(old_grid)  # rank 2, or 3 (TxHxW)
         prefix = tokens - grid_tokens
@@ -569,6 +576,19 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
 
     return Embedding(key, family_name, profile, tuple(table.shape), table.dtype, prefix, grid,
                      patch, patch_key, extras, settings)
+
+
+def _refuse_monai_guess(ckpt: Checkpoint, name: str, tokens: int, patch_key: Optional[Key]) -> None:
+    """A MONAI table's token count does not tell a volume's grid from an image's (64 = 8x8 = 4x4x4;
+    6x6x4 = 144 = 12x12), so only a Conv2d kernel beside it makes the grid 2-D; else it is asked for."""
+    kernel = ckpt.get(patch_key) if patch_key is not None else None
+    what = ("a 3-D patch kernel" if kernel is not None and kernel.dim() == 5 else
+            "no Conv2d patch kernel beside it")
+    side = round(tokens ** (1 / 3))
+    example = f"{side}x{side}x{side}" if side ** 3 == tokens else "6x6x6 for a 96^3 volume in 16^3 patches"
+    raise CheckpointError(f"{ckpt.path}: {name} is a MONAI table of {tokens} tokens ({what}), and a token count "
+                          f"does not tell a volume's TxHxW from another (or from a 2-D HxW); pass --old-grid TxHxW "
+                          f"(e.g. {example}) or --old-grid HxW")
 
 
 def new_grid_for(emb: Embedding, image_size: Pair, ckpt_path) -> Pair:
