@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -330,6 +331,9 @@ struct Resize {
   vitpe_axis axes[VITPE_MAX_RANK]{};
   int64_t prefix = 0, suffix = 0;
   int dtype = VITPE_F32;
+  // The sample positions the axes point to, where given: shared, so a copy
+  // of the Resize keeps its axes' pointers valid.
+  std::shared_ptr<const std::vector<double>> positions;
 
   int64_t grid(bool out) const {  // only after checked_output_tokens: three checked sides can still wrap
     int64_t n = 1;
@@ -343,13 +347,55 @@ struct Resize {
   }
 };
 
+// The sample positions of a call, checked with the rules of vitpe_axis
+// (vitpe.h) and one line naming the broken one: one position per output of
+// every axis, concatenated outermost axis first, for a mode that samples at
+// a point and without the options that set the uniform mapping.
+std::vector<double> checked_positions(const char* who, const std::vector<double>& p,
+                                      const std::vector<int64_t>& new_size,
+                                      int mode, const std::string& mode_name, bool ac, bool antialias,
+                                      bool has_scale_factor, const char* const* axis_names) {
+  if (!vitpe_mode_samples_at(mode)) {
+    std::string names;
+    for (int m = 0, n = 0; m < VITPE_MODE_COUNT; m++)
+      if (vitpe_mode_samples_at(m)) names += (n++ ? ", " : "") + std::string(vitpe_mode_name(m));
+    fail(who, ": sample_positions need a mode that samples at a point (", names, "), not mode '", mode_name, "'");
+  }
+  if (ac || antialias || has_scale_factor)
+    fail(who, ": sample_positions replace the uniform mapping that ",
+         ac ? "align_corners=True" : antialias ? "antialias=True" : "scale_factor", " sets; pass one or the other");
+  int64_t total = 0;
+  std::string sum;
+  for (size_t i = 0; i < new_size.size(); i++) {
+    total += new_size[i];
+    sum += (i ? " + " : "") + std::to_string(new_size[i]);
+  }
+  if (static_cast<int64_t>(p.size()) != total)
+    fail(who, ": sample_positions must hold one position per output of every axis, outermost first: ", sum,
+         new_size.size() > 1 ? " = " + std::to_string(total) : std::string(), " values for new_size ",
+         fmt_sizes(new_size), ", got ", static_cast<long>(p.size()));
+  size_t k = 0;
+  for (size_t i = 0; i < new_size.size(); i++)
+    for (int64_t o = 0; o < new_size[i]; o++, k++) {
+      const double v = p[k];
+      if (!(v >= -static_cast<double>(VITPE_MAX_AXIS) && v <= static_cast<double>(VITPE_MAX_AXIS)))
+        fail(who, ": sample_positions must be finite and within +-", static_cast<long>(VITPE_MAX_AXIS),
+             ", got ", piece(v), " at output ", o, " of ", axis_names[i]);
+      if (o > 0 && v < p[k - 1])
+        fail(who, ": sample_positions must not decrease along an axis: ", axis_names[i], " has ", piece(v),
+             " at output ", o, " after ", piece(p[k - 1]));
+    }
+  return p;
+}
+
 // Validates the op's arguments against a table of `tokens` tokens and builds
 // the per-axis descriptions. `who` names the op in messages.
 Resize describe(const char* who, const char* table_arg, int64_t tokens, ScalarType dtype,
                 const std::vector<int64_t>& new_size,
                 const std::optional<std::vector<int64_t>>& old_size, int64_t num_prefix_tokens,
                 const std::string& mode_name, std::optional<bool> align_corners, bool antialias,
-                const std::optional<std::vector<double>>& scale_factor, int64_t num_suffix_tokens) {
+                const std::optional<std::vector<double>>& scale_factor, int64_t num_suffix_tokens,
+                const std::optional<std::vector<double>>& sample_positions) {
   Resize r;
   r.dtype = parse_dtype(dtype, table_arg);
   if (tokens < 0) fail(who, ": input_tokens must be >= 0, got ", tokens);
@@ -463,8 +509,13 @@ Resize describe(const char* who, const char* table_arg, int64_t tokens, ScalarTy
   static const char* const axis_names[3][3] = {
       {"the length axis", "", ""}, {"the height axis", "the width axis", ""},
       {"the time axis", "the height axis", "the width axis"}};
-  for (int i = 0; i < rank; i++) {
-    r.axes[i] = vitpe_axis{in[i], new_size[i], mode, ac, antialias, opmath_double, sf[i]};
+  if (sample_positions.has_value())
+    r.positions = std::make_shared<const std::vector<double>>(
+        checked_positions(who, *sample_positions, new_size, mode, mode_name, ac, antialias,
+                          scale_factor.has_value(), axis_names[rank - 1]));
+  for (int i = 0, first = 0; i < rank; first += static_cast<int>(new_size[i]), i++) {
+    r.axes[i] = vitpe_axis{in[i], new_size[i], mode, ac, antialias, opmath_double, sf[i], nullptr};
+    if (r.positions) r.axes[i].positions = r.positions->data() + first;
     check_status(vitpe_axis_check(&r.axes[i]), (std::string("checking ") + axis_names[rank - 1][i]).c_str());
   }
   return r;
@@ -537,9 +588,12 @@ std::string first_line(const char* text) {
 }
 
 bool same_axis(const vitpe_axis& a, const vitpe_axis& b) {
-  return a.in_size == b.in_size && a.out_size == b.out_size && a.mode == b.mode &&
-         a.align_corners == b.align_corners && a.antialias == b.antialias &&
-         a.opmath_double == b.opmath_double && a.scale_factor == b.scale_factor;
+  if (!(a.in_size == b.in_size && a.out_size == b.out_size && a.mode == b.mode &&
+        a.align_corners == b.align_corners && a.antialias == b.antialias &&
+        a.opmath_double == b.opmath_double && a.scale_factor == b.scale_factor))
+    return false;
+  if (!a.positions || !b.positions) return !a.positions && !b.positions;
+  return std::memcmp(a.positions, b.positions, static_cast<size_t>(a.out_size) * sizeof(double)) == 0;
 }
 
 // A plan for r's axes: same rank, same axes (the 1 -> 1 axes of a lower
@@ -725,7 +779,7 @@ Call check_call(bool backward, const std::vector<int64_t>& shape, ScalarType dty
                 const std::vector<int64_t>& new_size, const std::optional<std::vector<int64_t>>& old_size,
                 int64_t num_prefix_tokens, const std::string& mode, std::optional<bool> align_corners,
                 bool antialias, const std::optional<std::vector<double>>& scale_factor,
-                int64_t num_suffix_tokens) {
+                int64_t num_suffix_tokens, const std::optional<std::vector<double>>& sample_positions) {
   const char* who = backward ? "interpolate_pos_embed_backward" : "interpolate_pos_embed";
   const char* table_arg = backward ? "grad_output" : "pos_embed";
   if (shape.size() != 3)
@@ -736,7 +790,7 @@ Call check_call(bool backward, const std::vector<int64_t>& shape, ScalarType dty
   // count, exactly as the forward op did (old_size may again be inferred).
   Call c;
   c.r = describe(who, table_arg, tokens, dtype, new_size, old_size, num_prefix_tokens, mode,
-                 align_corners, antialias, scale_factor, num_suffix_tokens);
+                 align_corners, antialias, scale_factor, num_suffix_tokens, sample_positions);
   const Resize& r = c.r;
   if (backward) {
     // Checked like the forward's output: three sides of up to 2^24 can wrap
@@ -801,11 +855,12 @@ Tensor resize_table(const char* who, const Tensor& src_in, const Call& c, bool b
 Tensor interpolate_pos_embed(Tensor pos_embed, std::vector<int64_t> new_size,
                              std::optional<std::vector<int64_t>> old_size, int64_t num_prefix_tokens,
                              std::string mode, std::optional<bool> align_corners, bool antialias,
-                             std::optional<std::vector<double>> scale_factor, int64_t num_suffix_tokens) {
+                             std::optional<std::vector<double>> scale_factor, int64_t num_suffix_tokens,
+                             std::optional<std::vector<double>> sample_positions) {
   const char* who = "interpolate_pos_embed";
   const Call c = check_call(false, shape_of(who, "pos_embed", pos_embed), pos_embed.scalar_type(),
                             pos_embed.device(), 0, new_size, old_size, num_prefix_tokens, mode,
-                            align_corners, antialias, scale_factor, num_suffix_tokens);
+                            align_corners, antialias, scale_factor, num_suffix_tokens, sample_positions);
   return resize_table(who, pos_embed, c, /*backward=*/false);
 }
 
@@ -815,11 +870,12 @@ Tensor interpolate_pos_embed_backward(Tensor grad_output, int64_t input_tokens,
                                       int64_t num_prefix_tokens, std::string mode,
                                       std::optional<bool> align_corners, bool antialias,
                                       std::optional<std::vector<double>> scale_factor,
-                                      int64_t num_suffix_tokens) {
+                                      int64_t num_suffix_tokens,
+                                      std::optional<std::vector<double>> sample_positions) {
   const char* who = "interpolate_pos_embed_backward";
   const Call c = check_call(true, shape_of(who, "grad_output", grad_output), grad_output.scalar_type(),
                             grad_output.device(), input_tokens, new_size, old_size, num_prefix_tokens,
-                            mode, align_corners, antialias, scale_factor, num_suffix_tokens);
+                            mode, align_corners, antialias, scale_factor, num_suffix_tokens, sample_positions);
   return resize_table(who, grad_output, c, /*backward=*/true);
 }
 
@@ -831,9 +887,11 @@ void check_call_op(std::vector<int64_t> shape, ScalarType dtype, torch::stable::
                    std::optional<int64_t> input_tokens, std::vector<int64_t> new_size,
                    std::optional<std::vector<int64_t>> old_size, int64_t num_prefix_tokens,
                    std::string mode, std::optional<bool> align_corners, bool antialias,
-                   std::optional<std::vector<double>> scale_factor, int64_t num_suffix_tokens) {
+                   std::optional<std::vector<double>> scale_factor, int64_t num_suffix_tokens,
+                   std::optional<std::vector<double>> sample_positions) {
   check_call(input_tokens.has_value(), shape, dtype, device, input_tokens.value_or(0), new_size,
-             old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor, num_suffix_tokens);
+             old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor, num_suffix_tokens,
+             sample_positions);
 }
 #endif
 
@@ -849,21 +907,21 @@ static const char* schema(const char* head, const char* tail) {
 }
 
 // Sizes are lists of 1, 2 or 3 ints, a grid of that rank ((W), (H, W) or
-// (T, H, W)); num_suffix_tokens comes last, so calls written for the 2-D op
-// keep their meaning.
+// (T, H, W)); num_suffix_tokens and sample_positions come last, so calls
+// written for the 2-D op keep their meaning.
 STABLE_TORCH_LIBRARY(vitpe, m) {
   m.def(schema("interpolate_pos_embed(Tensor pos_embed, SymInt[] new_size, SymInt[]? old_size=None, "
                "int num_prefix_tokens=1, ",
                "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None, "
-               "int num_suffix_tokens=0) -> Tensor"));
+               "int num_suffix_tokens=0, float[]? sample_positions=None) -> Tensor"));
   m.def(schema("interpolate_pos_embed_backward(Tensor grad_output, SymInt input_tokens, SymInt[] new_size, "
                "SymInt[]? old_size=None, int num_prefix_tokens=1, ",
                "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None, "
-               "int num_suffix_tokens=0) -> Tensor"));
+               "int num_suffix_tokens=0, float[]? sample_positions=None) -> Tensor"));
   m.def(schema("check_call(int[] shape, ScalarType dtype, Device device, int? input_tokens, int[] new_size, "
                "int[]? old_size=None, int num_prefix_tokens=1, ",
                "bool? align_corners=None, bool antialias=False, float[]? scale_factor=None, "
-               "int num_suffix_tokens=0) -> ()"));
+               "int num_suffix_tokens=0, float[]? sample_positions=None) -> ()"));
 }
 
 // No tensor arguments: one kernel for every device.

@@ -81,6 +81,18 @@ typedef struct vitpe_axis {
                                   it must give this axis's sizes, floor(in_size * scale_factor)
                                   == out_size, as F.interpolate's does (else VITPE_EINVAL);
                                   0: none, the mapping uses in_size / out_size */
+    const double *positions;   /* NULL: the mode's uniform mapping. Else out_size sample
+                                  positions in host memory, in input units (input i sits at
+                                  i): output o is the mode's interpolation at positions[o]
+                                  (BEiT's geometric-progression resize samples a table so).
+                                  Finite, non-decreasing, |p| <= VITPE_MAX_AXIS; only for
+                                  the point samplers (vitpe_mode_samples_at), without
+                                  align_corners, antialias or scale_factor. Outside
+                                  [0, in_size-1] the edge sample is repeated: at each p,
+                                  F.grid_sample(padding_mode="border", align_corners=True)'s
+                                  value (nearest: halves to even). A plan copies
+                                  them; the caller's array need only live through the call
+                                  that is given it. */
 } vitpe_axis;
 
 /* Tap table of one axis: output o reads inputs start[o] .. start[o]+count[o]-1
@@ -146,8 +158,14 @@ int vitpe_mode_lookup(const char *name, int rank);
  * VITPE_EINVAL past the last. */
 int vitpe_mode_alias(int i, const char **name, int *rank, int *mode);
 
+/* 1 where `mode` can sample at given positions (vitpe_axis.positions): the
+ * modes that interpolate at a point (nearest, nearest-exact: the sample
+ * nearest the position; bilinear; bicubic), not those that average a window
+ * whose width comes from the scale (area, antialiased filters). */
+int vitpe_mode_samples_at(int mode);
+
 /* Checks one axis: sizes >= 1, flags the mode accepts, scale_factor 0 or one
- * that gives out_size (as F.interpolate). */
+ * that gives out_size (as F.interpolate), positions as vitpe_axis says. */
 int vitpe_axis_check(const vitpe_axis *axis);
 
 /* Computes table widths and byte offsets of a plan for a grid of rank 1, 2

@@ -25,8 +25,28 @@ struct vitpe__fill_args {
     vitpe_plan_layout L;
     vitpe_axis ax[3];  /* H, W, T */
     int t_begin, t_end; /* tables [t_begin, t_end) of the layout */
-    int adjoint_from_tables; /* 1: read forward weights from the filled tables */
+    int adjoint_from_tables; /* 1: read forward windows and weights from the filled tables */
 };
+
+/* vitpe__axis_adjoint_range over a filled forward table instead of the tap
+ * formulas: the same binary searches, over the stored windows. */
+static __device__ int64_t vitpe__table_adjoint_range(const int64_t *start, const int64_t *count, int64_t n_out,
+                                                     int64_t i, int64_t *first) {
+    int64_t lo = 0, hi = n_out;
+    while (lo < hi) { /* first o with window end > i */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (start[mid] + count[mid] > i) hi = mid;
+        else lo = mid + 1;
+    }
+    *first = lo;
+    hi = n_out;
+    while (lo < hi) { /* first o with window start > i */
+        int64_t mid = lo + (hi - lo) / 2;
+        if (start[mid] > i) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo - *first;
+}
 
 __global__ void vitpe__plan_fill_kernel(char *base, const vitpe__fill_args a) {
     int64_t total = 0;
@@ -48,7 +68,11 @@ __global__ void vitpe__plan_fill_kernel(char *base, const vitpe__fill_args a) {
             count[i] = n;
         } else { /* adjoint: input i is read by outputs first .. first+n-1 */
             const int f = t == 5 ? 4 : t - 2; /* its forward table */
-            int64_t first, n = vitpe__axis_adjoint_range(ax, i, &first);
+            int64_t first, n = a.adjoint_from_tables
+                                   ? vitpe__table_adjoint_range((const int64_t *)(base + a.L.start_offset[f]),
+                                                                (const int64_t *)(base + a.L.count_offset[f]),
+                                                                a.L.n_out[f], i, &first)
+                                   : vitpe__axis_adjoint_range(ax, i, &first);
             if (n > width) n = width; /* cannot happen (width is the host's maximum of n); never write past */
             for (int64_t k = 0; k < n; k++) {
                 const int64_t o = first + k;
@@ -151,6 +175,49 @@ vitpe__plan_fill_block_kernel(char *base, const vitpe__fill_args a) {
     }
 }
 
+/* An axis's sample positions are in host memory (vitpe_axis.positions); its
+ * forward table is filled by launches that carry them in their parameters,
+ * VITPE_POSITIONS_CHUNK outputs each, so the fill stays stream-ordered and
+ * capturable, with no host-to-device copy. The adjoint is then built from the
+ * filled table (adjoint_from_tables). */
+#define VITPE_POSITIONS_CHUNK 384
+
+struct vitpe__positions_args {
+    size_t start_offset, count_offset, weight_offset;
+    int64_t width, begin, n;
+    vitpe_axis ax; /* its positions pointer is not read on the device */
+    double p[VITPE_POSITIONS_CHUNK];
+};
+
+__global__ void vitpe__plan_fill_positions_kernel(char *base, const vitpe__positions_args a) {
+    for (int64_t k = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; k < a.n; k += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t o = a.begin + k;
+        double *weight = (double *)(base + a.weight_offset) + o * a.width;
+        int64_t s, n = vitpe__taps_at(&a.ax, a.p[k], &s, weight);
+        for (int64_t j = n; j < a.width; j++) weight[j] = 0.0;
+        ((int64_t *)(base + a.start_offset))[o] = s;
+        ((int64_t *)(base + a.count_offset))[o] = n;
+    }
+}
+
+static int vitpe__fill_positions(char *base, const vitpe_plan_layout *L, int t, const vitpe_axis *ax,
+                                 cudaStream_t stream) {
+    vitpe__positions_args a;
+    a.start_offset = L->start_offset[t];
+    a.count_offset = L->count_offset[t];
+    a.weight_offset = L->weight_offset[t];
+    a.width = L->width[t];
+    a.ax = *ax;
+    for (int64_t begin = 0; begin < ax->out_size; begin += VITPE_POSITIONS_CHUNK) {
+        a.begin = begin;
+        a.n = ax->out_size - begin < VITPE_POSITIONS_CHUNK ? ax->out_size - begin : VITPE_POSITIONS_CHUNK;
+        for (int64_t k = 0; k < a.n; k++) a.p[k] = ax->positions[begin + k];
+        vitpe__plan_fill_positions_kernel<<<(unsigned)((a.n + 127) / 128), 128, 0, stream>>>(base, a);
+        if (cudaGetLastError() != cudaSuccess) return VITPE_ECUDA;
+    }
+    return VITPE_OK;
+}
+
 static int vitpe__launch_fill(char *base, const vitpe_plan_layout *L, const vitpe_axis *h,
                               const vitpe_axis *w, int t_begin, int t_end, int from_tables,
                               cudaStream_t stream, const vitpe_axis *t_axis = NULL) {
@@ -180,10 +247,20 @@ int vitpe__plan_fill_cuda(void *plan_buffer, const vitpe_plan_layout *layout, co
     if (layout->n_out[0] != h->out_size || layout->n_out[1] != w->out_size) return VITPE_EINVAL;
     cudaStream_t s = (cudaStream_t)stream;
     char *base = (char *)plan_buffer;
-    if (!layout->with_adjoint) return vitpe__launch_fill(base, layout, h, w, 0, 2, 0, s);
-    if (layout->n_in[0] != h->in_size || layout->n_in[1] != w->in_size ||
-        layout->n_out[2] != h->in_size || layout->n_out[3] != w->in_size)
+    if (layout->with_adjoint &&
+        (layout->n_in[0] != h->in_size || layout->n_in[1] != w->in_size ||
+         layout->n_out[2] != h->in_size || layout->n_out[3] != w->in_size))
         return VITPE_EINVAL;
+    if (h->positions || w->positions) { /* forward tables, then the adjoint from them */
+        for (int x = 0; x < 2; x++) {
+            const vitpe_axis *ax = x ? w : h;
+            st = ax->positions ? vitpe__fill_positions(base, layout, x, ax, s)
+                               : vitpe__launch_fill(base, layout, h, w, x, x + 1, 0, s);
+            if (st) return st;
+        }
+        return layout->with_adjoint ? vitpe__launch_fill(base, layout, h, w, 2, 4, 1, s) : VITPE_OK;
+    }
+    if (!layout->with_adjoint) return vitpe__launch_fill(base, layout, h, w, 0, 2, 0, s);
     const int64_t ints = 2 * (h->in_size + h->out_size + w->in_size + w->out_size);
     if (ints <= VITPE_PLAN_BLOCK_MAX_INTS) { /* every ViT grid: one block, one launch */
         vitpe__fill_args a;
@@ -213,7 +290,9 @@ int vitpe__plan_fill_t_cuda(void *plan_buffer, const vitpe_plan_layout *layout, 
     if (layout->n_out[4] != t->out_size || layout->n_in[4] != t->in_size) return VITPE_EINVAL;
     char *base = (char *)plan_buffer;
     /* the forward table, then the adjoint from it (stream order) */
-    if ((st = vitpe__launch_fill(base, layout, t, t, 4, 5, 0, stream, t))) return st;
+    st = t->positions ? vitpe__fill_positions(base, layout, 4, t, stream)
+                      : vitpe__launch_fill(base, layout, t, t, 4, 5, 0, stream, t);
+    if (st) return st;
     if (!layout->with_adjoint) return VITPE_OK;
     if (layout->n_out[5] != t->in_size) return VITPE_EINVAL;
     return vitpe__launch_fill(base, layout, t, t, 5, 6, 1, stream, t);

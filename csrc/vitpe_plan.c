@@ -74,6 +74,34 @@ int vitpe_mode_alias(int i, const char **name, int *rank, int *mode) {
     return VITPE_OK;
 }
 
+int vitpe_mode_samples_at(int mode) {
+    if (mode < 0 || mode >= VITPE_MODE_COUNT) return 0;
+    switch (vitpe__mode_taps(mode)) {
+    case VITPE_TAPS_NEAREST:
+    case VITPE_TAPS_NEAREST_EXACT:
+    case VITPE_TAPS_LINEAR:
+    case VITPE_TAPS_CUBIC: return 1;
+    default: return 0;
+    }
+}
+
+/* Given sample positions: a point sampler, no option that presumes the
+ * uniform mapping, and positions the tap math can take. Non-decreasing,
+ * because the adjoint tables rest on monotone windows; bounded, because the
+ * tap math rounds a position to float and floors it to int64. */
+static int vitpe__positions_check(const vitpe_axis *ax) {
+    double prev = -INFINITY;
+    if (!vitpe_mode_samples_at(ax->mode)) return VITPE_EINVAL;
+    if (ax->align_corners || ax->antialias || ax->scale_factor != 0.0) return VITPE_EINVAL;
+    for (int64_t o = 0; o < ax->out_size; o++) {
+        const double p = ax->positions[o];
+        if (!(p >= -(double)VITPE_MAX_AXIS && p <= (double)VITPE_MAX_AXIS)) return VITPE_EINVAL; /* NaN too */
+        if (p < prev) return VITPE_EINVAL;
+        prev = p;
+    }
+    return VITPE_OK;
+}
+
 int vitpe_axis_check(const vitpe_axis *ax) {
     const vitpe_mode_info *mode;
     if (!ax) return VITPE_EINVAL;
@@ -90,7 +118,7 @@ int vitpe_axis_check(const vitpe_axis *ax) {
      * scale in float), where the tap math leaves int64 and the tables break */
     if (ax->scale_factor > 0.0 && floor((double)ax->in_size * ax->scale_factor) != (double)ax->out_size)
         return VITPE_EINVAL;
-    return VITPE_OK;
+    return ax->positions ? vitpe__positions_check(ax) : VITPE_OK;
 }
 
 /* a*b and a+b on size_t, failing instead of wrapping */
@@ -272,13 +300,30 @@ int vitpe_plan_create_nd(vitpe_plan **out, int rank, const vitpe_axis *axes, int
     *out = NULL;
     if ((st = vitpe_plan_measure_nd(&L, rank, axes, with_adjoint))) return st;
     vitpe__grid_axes(ax, rank, axes); /* checked by the measure */
-    /* one allocation: the struct, then the tables (8-byte aligned after it) */
+    /* one allocation: the struct, then the tables (8-byte aligned after it),
+     * then the plan's own copy of any sample positions, which its axes point
+     * to: a cached plan outlives the caller's arrays */
     header = (sizeof(vitpe_plan) + 15) & ~(size_t)15;
     if ((st = vitpe__add(&bytes, header, L.bytes))) return st;
+    for (int i = 0; i < 3; i++) {
+        size_t n;
+        if (!ax[i].positions) continue;
+        if ((st = vitpe__mul(&n, (size_t)ax[i].out_size, sizeof(double))) || (st = vitpe__add(&bytes, bytes, n)))
+            return st;
+    }
     plan = (vitpe_plan *)malloc(bytes); /* malloc check ok, overflow checked above */
     if (!plan) return VITPE_ENOMEM;
     memset(plan, 0, sizeof(*plan));
     plan->rank = rank;
+    {
+        double *copy = (double *)((char *)plan + header + L.bytes);
+        for (int i = 0; i < 3; i++) {
+            if (!ax[i].positions) continue;
+            memcpy(copy, ax[i].positions, (size_t)ax[i].out_size * sizeof(double));
+            ax[i].positions = copy;
+            copy += ax[i].out_size;
+        }
+    }
     plan->t = ax[0];
     plan->h = ax[1];
     plan->w = ax[2];

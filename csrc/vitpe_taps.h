@@ -167,9 +167,67 @@ VITPE_HD double vitpe__aa_support(const vitpe_axis *ax, double scale, int dbl) {
     return scale >= 1.0 ? vitpe__r(half * scale, dbl) : half;
 }
 
+/* -- Point samplers -------------------------------------------------------
+ * The taps of an interpolation at source index r (input i at i, r already in
+ * opmath), shared by the uniform mapping and by given sample positions. */
+
+/* Linear, as ATen's: r < 0 is clamped to 0 by the caller's source index (or
+ * by vitpe__taps_at); r past the last sample reads the last sample alone. */
+VITPE_HD int64_t vitpe__linear_taps(double r, int64_t in, int64_t *start, double *w, int dbl) {
+    double l1;
+    int64_t i0 = vitpe__guard_index(r, in, &l1, dbl);
+    *start = i0;
+    if (i0 < in - 1) {
+        if (w) { w[0] = vitpe__r(1.0 - l1, dbl); w[1] = l1; }
+        return 2;
+    }
+    /* the last sample: both taps are i0, the weights add up */
+    if (w) w[0] = vitpe__r(1.0 - l1, dbl) + l1;
+    return 1;
+}
+
+/* HelperInterpCubic: taps i0-1 .. i0+2 clamped to the edge. */
+VITPE_HD int64_t vitpe__cubic_taps(double r, int64_t in, int64_t *start, double *w, int dbl) {
+    double t;
+    int64_t i0 = vitpe__guard_index(r, in, &t, dbl);
+    int64_t lo = vitpe__clamp64(i0 - 1, 0, in - 1), hi = vitpe__clamp64(i0 + 2, 0, in - 1);
+    *start = lo;
+    if (w) {
+        const double A = -0.75;
+        double c[4], x2 = vitpe__r(1.0 - t, dbl);
+        c[0] = vitpe__cubic2(vitpe__r(t + 1.0, dbl), A, dbl);
+        c[1] = vitpe__cubic1(t, A, dbl);
+        c[2] = vitpe__cubic1(x2, A, dbl);
+        c[3] = vitpe__cubic2(vitpe__r(x2 + 1.0, dbl), A, dbl);
+        for (int64_t k = 0; k <= hi - lo; k++) w[k] = 0.0;
+        /* clamped taps read the same sample: merge their weights */
+        for (int j = 0; j < 4; j++) w[vitpe__clamp64(i0 - 1 + j, 0, in - 1) - lo] += c[j];
+    }
+    return hi - lo + 1;
+}
+
+/* The taps of ax's mode at a given sample position p (vitpe_axis.positions):
+ * the uniform mapping's formulas with p in place of the source index, which
+ * is what F.grid_sample(padding_mode="border", align_corners=True) computes
+ * at p. The nearest modes take the sample nearest p, halves to even as
+ * grid_sample's nearbyint: a position is a sample's coordinate, not the left
+ * edge of a cell. */
+VITPE_HD int64_t vitpe__taps_at(const vitpe_axis *ax, double p, int64_t *start, double *w) {
+    const int dbl = ax->opmath_double;
+    const double r = vitpe__r(p, dbl);
+    switch (vitpe__mode_taps(ax->mode)) {
+    case VITPE_TAPS_LINEAR: return vitpe__linear_taps(r < 0.0 ? 0.0 : r, ax->in_size, start, w, dbl);
+    case VITPE_TAPS_CUBIC: return vitpe__cubic_taps(r, ax->in_size, start, w, dbl);
+    default: /* NEAREST, NEAREST_EXACT: vitpe_axis_check refuses the others */
+        *start = vitpe__clamp64((int64_t)rint(r), 0, ax->in_size - 1);
+        if (w) w[0] = 1.0;
+        return 1;
+    }
+}
+
 /* An upper bound of count over all outputs of the axis. */
 VITPE_HD int64_t vitpe__axis_width(const vitpe_axis *ax) {
-    if (vitpe__axis_is_copy(ax)) return 1;
+    if (!ax->positions && vitpe__axis_is_copy(ax)) return 1;
     switch (vitpe__axis_taps_kind(ax)) {
     case VITPE_TAPS_NEAREST:
     case VITPE_TAPS_NEAREST_EXACT: return 1;
@@ -189,6 +247,7 @@ VITPE_HD int64_t vitpe__axis_width(const vitpe_axis *ax) {
 VITPE_HD int64_t vitpe__axis_taps(const vitpe_axis *ax, int64_t o, int64_t *start, double *w) {
     const int64_t in = ax->in_size, out = ax->out_size;
     const int dbl = ax->opmath_double;
+    if (ax->positions) return vitpe__taps_at(ax, ax->positions[o], start, w);
     if (vitpe__axis_is_copy(ax)) {
         *start = o;
         if (w) w[0] = 1.0;
@@ -220,36 +279,12 @@ VITPE_HD int64_t vitpe__axis_taps(const vitpe_axis *ax, int64_t o, int64_t *star
         return e - s;
     }
     case VITPE_TAPS_LINEAR: { /* compute_source_index_and_lambda */
-        double scale = vitpe__area_scale(ax, dbl), l1;
-        double r = vitpe__source_index(scale, o, ax->align_corners, 0, dbl);
-        int64_t i0 = vitpe__guard_index(r, in, &l1, dbl);
-        *start = i0;
-        if (i0 < in - 1) {
-            if (w) { w[0] = vitpe__r(1.0 - l1, dbl); w[1] = l1; }
-            return 2;
-        }
-        /* the last sample: both taps are i0, the weights add up */
-        if (w) w[0] = vitpe__r(1.0 - l1, dbl) + l1;
-        return 1;
+        double scale = vitpe__area_scale(ax, dbl);
+        return vitpe__linear_taps(vitpe__source_index(scale, o, ax->align_corners, 0, dbl), in, start, w, dbl);
     }
-    case VITPE_TAPS_CUBIC: { /* HelperInterpCubic: taps i0-1..i0+2 clamped to the edge */
-        double scale = vitpe__area_scale(ax, dbl), t;
-        double r = vitpe__source_index(scale, o, ax->align_corners, 1, dbl);
-        int64_t i0 = vitpe__guard_index(r, in, &t, dbl);
-        int64_t lo = vitpe__clamp64(i0 - 1, 0, in - 1), hi = vitpe__clamp64(i0 + 2, 0, in - 1);
-        *start = lo;
-        if (w) {
-            const double A = -0.75;
-            double c[4], x2 = vitpe__r(1.0 - t, dbl);
-            c[0] = vitpe__cubic2(vitpe__r(t + 1.0, dbl), A, dbl);
-            c[1] = vitpe__cubic1(t, A, dbl);
-            c[2] = vitpe__cubic1(x2, A, dbl);
-            c[3] = vitpe__cubic2(vitpe__r(x2 + 1.0, dbl), A, dbl);
-            for (int64_t k = 0; k <= hi - lo; k++) w[k] = 0.0;
-            /* clamped taps read the same sample: merge their weights */
-            for (int j = 0; j < 4; j++) w[vitpe__clamp64(i0 - 1 + j, 0, in - 1) - lo] += c[j];
-        }
-        return hi - lo + 1;
+    case VITPE_TAPS_CUBIC: {
+        double scale = vitpe__area_scale(ax, dbl);
+        return vitpe__cubic_taps(vitpe__source_index(scale, o, ax->align_corners, 1, dbl), in, start, w, dbl);
     }
     default: break; /* VITPE_TAPS_FILTER */
     }

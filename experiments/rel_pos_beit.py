@@ -1,5 +1,6 @@
-"""How far is timm's BEiT-style relative-position-bias resize from a plain
-bicubic resize of the same table? (issue #17)
+"""timm's BEiT-style relative-position-bias resize, computed by the op at
+BEiT's sample positions, against timm's own code, BEiT's original spline and
+a plain even resize (issue #17).
 
 timm 1.0.31's resize_rel_pos_bias_table (called by Swin, BEiT, MaxViT and
 vit_relpos when a window changes) comes from BEiT's fine-tuning code:
@@ -18,11 +19,14 @@ vit_relpos when a window changes) comes from BEiT's fine-tuning code:
    RectBivariateSpline(kx=ky=3, s=0): an interpolating bicubic B-spline,
    used here.
 
-vitpe's kernels resample at evenly spaced positions, so neither variant is
-the op's bicubic. This script measures the difference on tables of
-several kinds, and splits the spline-vs-bicubic difference into the part
-due to the sample positions (geometric vs even) and the part due to the
-kernel (global C² spline vs Keys' 4-tap cubic, a = -0.75).
+vitpe_ext.timm.resize_rel_pos_bias_table gives the op those positions
+(sample_positions, beit_sample_positions): bilinear there is timm's default
+path. This script measures, on tables of several kinds: vitpe against timm's
+default; vitpe's bicubic at the same positions against BEiT's spline (the
+kernel's share: Keys' 4-tap cubic, a = -0.75, in index space, against a
+global C² spline through the uneven offsets); and, for scale, how far the
+geometric recipe is from a plain even resize. Then the time of one resize,
+timm's against the op's.
 
     python experiments/rel_pos_beit.py            # prints a markdown table
     python experiments/rel_pos_beit.py --json out.json
@@ -45,6 +49,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import vitpe_ext  # noqa: E402
+import vitpe_ext.timm as vitpe_ext_timm  # noqa: E402
+from vitpe_ext.integrations.rel_pos import beit_sample_positions  # noqa: E402
 
 # (name, old window, new window): BEiT-B/16 224 -> 384 and back, Swin-T window 7 -> 12 and back, 7 -> 8
 CASES = [("BEiT 224->384", 14, 24), ("BEiT 384->224", 24, 14), ("Swin 7->12", 7, 12), ("Swin 12->7", 12, 7),
@@ -145,6 +151,15 @@ def vitpe_resize(grid: torch.Tensor, new_window: int, **settings) -> torch.Tenso
     return vitpe_ext.resize_rel_pos_bias(grid, None, new_window, layout="heads_first", **settings)
 
 
+def vitpe_geometric(grid: torch.Tensor, new_window: int, mode: str) -> torch.Tensor:
+    """The op at BEiT's sample positions, in float64."""
+    side, d = grid.shape[1], 2 * new_window - 1
+    positions = [beit_sample_positions(side, d)] * 2
+    out = vitpe_ext.interpolate_pos_embed(grid.flatten(1).unsqueeze(-1), (d, d), (side, side), 0, mode=mode,
+                                          sample_positions=positions)
+    return out.view(grid.shape[0], d, d)
+
+
 PLAIN = {"bicubic": {}, "bicubic, align_corners": dict(align_corners=True),
          "bilinear, align_corners": dict(mode="bilinear", align_corners=True)}
 
@@ -161,11 +176,15 @@ def measure(seed: int = 0) -> List[dict]:
             beit_spline = torch.from_numpy(geometric_spline(grid.numpy(), (d, d)))
             plain = {name: vitpe_resize(grid, new_w, **settings) for name, settings in PLAIN.items()}
             closest = min(plain, key=lambda name: (plain[name] - timm_linear).abs().max().item())
+            ours_linear = vitpe_ext_timm.resize_rel_pos_bias_table(
+                grid.float().flatten(1).T, (new_w, new_w), (d * d, grid.shape[0])).T.reshape(grid.shape[0], d, d)
             pairs = {
+                "vitpe_vs_timm": (timm_linear, ours_linear.double()),
+                "exact_linear_vs_timm": (timm_linear, vitpe_geometric(grid, new_w, "bilinear")),
+                "cubic_vs_spline": (beit_spline, vitpe_geometric(grid, new_w, "bicubic")),
+                "timm_vs_spline": (timm_linear, beit_spline),
                 "timm_vs_bicubic": (timm_linear, plain["bicubic"]),
                 "timm_vs_closest_plain": (timm_linear, plain[closest]),
-                "spline_vs_bicubic": (beit_spline, plain["bicubic"]),
-                "timm_vs_spline": (timm_linear, beit_spline),
                 # the same spline through evenly spaced offsets against bicubic at the same positions
                 "kernel_only": (torch.from_numpy(even_spline(grid.numpy(), (d, d))), plain["bicubic, align_corners"]),
             }
@@ -177,9 +196,38 @@ def measure(seed: int = 0) -> List[dict]:
     return rows
 
 
-COLUMNS = [("timm_vs_bicubic", "timm default vs bicubic"), ("timm_vs_closest_plain", "vs closest plain resize"),
-           ("spline_vs_bicubic", "BEiT spline vs bicubic"), ("timm_vs_spline", "timm default vs BEiT spline"),
+COLUMNS = [("vitpe_vs_timm", "vitpe (float32) vs timm default"),
+           ("exact_linear_vs_timm", "exact (float64) vs timm default"),
+           ("cubic_vs_spline", "vitpe bicubic vs BEiT spline, same positions"),
+           ("timm_vs_spline", "timm default vs BEiT spline"),
+           ("timm_vs_closest_plain", "timm default vs closest even resize"),
            ("kernel_only", "spline vs bicubic, even positions")]
+
+# (name, old window, new window, heads): BEiT-L/16 224 -> 384, Swin-B window 7 -> 12 (stage 1)
+TIMED = [("BEiT-L 14->24, 16 heads", 14, 24, 16), ("Swin-B 7->12, 4 heads", 7, 12, 4)]
+
+
+def timings(repeats: int = 7, calls: int = 20) -> List[dict]:
+    """Seconds per resize of a flat float32 table, best batch of `calls`,
+    timm's function and vitpe's interleaved in one run."""
+    import time
+    from timm.layers.pos_embed_rel import resize_rel_pos_bias_table as timm_fn
+    rows = []
+    for name, old_w, new_w, heads in TIMED:
+        d = 2 * new_w - 1
+        table = torch.randn((2 * old_w - 1) ** 2 + 3, heads)
+        args = ((new_w, new_w), (d * d + 3, heads))
+        best = {"timm": float("inf"), "vitpe": float("inf")}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(repeats):
+                for who, fn in (("timm", timm_fn), ("vitpe", vitpe_ext_timm.resize_rel_pos_bias_table)):
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        fn(table, *args)
+                    best[who] = min(best[who], (time.perf_counter() - start) / calls)
+        rows.append(dict(case=name, timm_s=best["timm"], vitpe_s=best["vitpe"]))
+    return rows
 
 
 def main(argv=None) -> None:
@@ -197,8 +245,15 @@ def main(argv=None) -> None:
             rel = f"{r[key] / r['max_abs_table']:.1%}" if r["max_abs_table"] else "0 (all-zero table)"
             cells.append(f"{rel} ({r[key]:.2g})" + (f" {r['closest_plain']}" if key == "timm_vs_closest_plain" else ""))
         print(f"| {r['case']} | {r['table']} | " + " | ".join(cells) + " |")
+    times = timings()
+    print("\nOne resize of a flat float32 table (+3 extra rows), this machine's CPU, best of 7 x 20 calls\n")
+    print("| case | timm | vitpe | ratio |\n|---|---|---|---|")
+    for t in times:
+        print(f"| {t['case']} | {t['timm_s'] * 1e6:.0f} us | {t['vitpe_s'] * 1e6:.0f} us | "
+              f"{t['timm_s'] / t['vitpe_s']:.0f}x |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"seed": args.seed, "heads": HEADS, "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"seed": args.seed, "heads": HEADS, "rows": rows, "timings": times},
+                                              indent=1))
 
 
 if __name__ == "__main__":

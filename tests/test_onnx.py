@@ -492,3 +492,36 @@ def test_plain_export_needs_no_extra_import():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'Resize'" in done.stdout.splitlines()[-1]
+
+
+# -- given sample positions: constant matrices ------------------------------------------------
+
+POSITIONS = [[-0.5, 0.0, 1.3, 2.0, 2.5, 4.9, 7.0], [0.0, 0.5, 1.5, 3.2]]
+
+
+class Sampled(torch.nn.Module):
+    def forward(self, table):
+        return tuple(interpolate_pos_embed(table, (7, 4), (5, 6), 1, mode=mode, sample_positions=POSITIONS)
+                     for mode in ("nearest", "bilinear", "bicubic"))
+
+
+def test_sample_positions_export_as_matrices():
+    table = torch.randn(1, 1 + 30, 8, generator=torch.Generator().manual_seed(5))
+    runner = Runner(export(Sampled(), (table,)))
+    assert "MatMul" in runner.op_types() and "Resize" not in runner.op_types()
+    for got, mode in zip(runner.run(table), ("nearest", "bilinear", "bicubic")):
+        want = interpolate_pos_embed(table, (7, 4), (5, 6), 1, mode=mode, sample_positions=POSITIONS)
+        assert_close(got, want, 8 * EPS32 * table.abs().max().item(), f"sample_positions {mode}")
+
+
+class SampledAtTracedSize(torch.nn.Module):
+    def forward(self, table, size):
+        positions = [[0.0] * 3, [float(i) for i in range(4)]]
+        return interpolate_pos_embed(table, (3, 4), (size.shape[0], 4), 1, mode="bilinear",
+                                     sample_positions=positions)
+
+
+def test_sample_positions_at_a_traced_grid_are_refused():
+    message = _export_error(SampledAtTracedSize(), (torch.randn(1, 1 + 12, 8), torch.empty(3, 4)),
+                            dynamic_shapes=({1: torch.export.Dim("t", min=2, max=64)}, {0: torch.export.Dim("h", min=1, max=16)}))
+    assert "sample_positions need grid sizes fixed at export" in message

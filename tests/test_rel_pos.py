@@ -234,7 +234,7 @@ def experiment():
 def test_timm_geometric_path_is_separable_linear_at_geometric_offsets(old, new):
     """What the README says of timm's resize_rel_pos_bias_table (default
     path): per axis, piecewise-linear at BEiT's geometric offsets — not any
-    evenly spaced resize, which is why patch() leaves it to timm."""
+    evenly spaced resize, which is why the op needs sample_positions for it."""
     lab = experiment()
     grid = randn(3, 2 * old - 1, 2 * old - 1, dtype=torch.float64)
     d = 2 * new - 1
@@ -256,20 +256,20 @@ def test_patch_rebinds_simple_and_levit_and_restores():
     before = {name: bound_to(name, f) for name, f in
               (("resize_rel_pos_bias_table_simple", TIMM_SIMPLE), ("resize_rel_pos_bias_table_levit", TIMM_LEVIT))}
     assert {"timm.models.tiny_vit", "timm.models.efficientvit_msra"} <= set(before["resize_rel_pos_bias_table_levit"])
-    geometric = bound_to("resize_rel_pos_bias_table", TIMM_GEOMETRIC)
+    before["resize_rel_pos_bias_table"] = bound_to("resize_rel_pos_bias_table", TIMM_GEOMETRIC)
+    assert {"timm.models.beit", "timm.models.swin_transformer", "timm.models.maxxvit"} \
+        <= set(before["resize_rel_pos_bias_table"])
     with vtimm.patch() as outer:
         assert outer.rebound_rel_pos == sum(len(v) for v in before.values())
-        assert bound_to("resize_rel_pos_bias_table_simple", rp.resize_rel_pos_bias_table_simple) \
-            == before["resize_rel_pos_bias_table_simple"]
-        assert bound_to("resize_rel_pos_bias_table_levit", rp.resize_rel_pos_bias_table_levit) \
-            == before["resize_rel_pos_bias_table_levit"]
-        assert bound_to("resize_rel_pos_bias_table", TIMM_GEOMETRIC) == geometric  # left to timm
+        for name, modules in before.items():
+            assert bound_to(name, getattr(rp, name)) == modules
         with vtimm.patch() as inner:
             assert inner.rebound_rel_pos == 0  # already routed
         assert tiny_vit.resize_rel_pos_bias_table_levit is rp.resize_rel_pos_bias_table_levit  # outer still open
     assert {name: bound_to(name, f) for name, f in
             (("resize_rel_pos_bias_table_simple", TIMM_SIMPLE),
-             ("resize_rel_pos_bias_table_levit", TIMM_LEVIT))} == before
+             ("resize_rel_pos_bias_table_levit", TIMM_LEVIT),
+             ("resize_rel_pos_bias_table", TIMM_GEOMETRIC))} == before
     handle = vtimm.patch()
     vtimm.unpatch()
     assert tiny_vit.resize_rel_pos_bias_table_levit is TIMM_LEVIT and handle.rebound_rel_pos > 0
@@ -335,20 +335,133 @@ def test_efficientvit_set_input_size_like_timm(op_calls):
     torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("build, module", [
-    (lambda img, window: swin_transformer.SwinTransformer(img_size=img, patch_size=4, window_size=window,
-                                                          embed_dim=16, depths=(1, 1), num_heads=(2, 2),
-                                                          num_classes=10), swin_transformer),
-    (lambda img, window: beit.Beit(img_size=img, patch_size=4, embed_dim=16, depth=1, num_heads=2,
-                                   use_abs_pos_emb=False, use_rel_pos_bias=True, num_classes=10), beit),
-])
-def test_swin_and_beit_tables_stay_timms_under_patch(build, module, op_calls):
-    """Swin/BEiT resize through timm's geometric resize_rel_pos_bias_table,
-    which patch() does not route: loading is bit-identical and the op idle."""
+def small_swin(img, window):
+    torch.manual_seed(0)
+    return swin_transformer.SwinTransformer(img_size=img, patch_size=4, window_size=window, embed_dim=16,
+                                            depths=(1, 1), num_heads=(2, 2), num_classes=10).eval()
+
+
+def small_beit(img, window=None):
+    torch.manual_seed(0)
+    return beit.Beit(img_size=img, patch_size=4, embed_dim=16, depth=1, num_heads=2, use_abs_pos_emb=False,
+                     use_rel_pos_bias=True, num_classes=10).eval()
+
+
+# timm's geometric resize runs in float32 through RegularGridInterpolator's distance
+# arithmetic; the op samples the same positions with its own float32 rounding
+GEOMETRIC_TOL = 3e-6
+
+
+@pytest.mark.parametrize("build, module", [(small_swin, swin_transformer), (small_beit, beit)])
+def test_swin_and_beit_load_through_the_op_under_patch(build, module, op_calls):
+    """Swin/BEiT checkpoints resize their tables through BEiT's geometric
+    resize_rel_pos_bias_table: under patch() that is the op, one call per
+    table, within float32 rounding of timm's own, and the model runs."""
     sd = randomized(build(32, 4), "relative_position_bias_table")
     target = build(48, 6)
     theirs = filtered(module, sd, target, patched=False)
-    ours = filtered(module, sd, target, patched=True)
     assert op_calls == []
+    ours = filtered(module, sd, target, patched=True)
     resized = [k for k in sd if k.endswith("relative_position_bias_table") and sd[k].shape != theirs[k].shape]
-    assert resized and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert resized and len(op_calls) == len(resized) and ours.keys() == theirs.keys()
+    for k in theirs:
+        torch.testing.assert_close(ours[k], theirs[k], atol=GEOMETRIC_TOL * sd.get(k, theirs[k]).abs().max(),
+                                   rtol=0, msg=k)
+    target.load_state_dict(ours, strict=False)
+    assert target(torch.randn(1, 3, 48, 48)).shape == (1, 10)
+
+
+def test_swin_set_input_size_through_the_op(op_calls):
+    theirs, ours = small_swin(32, 4), small_swin(32, 4)
+    sd = randomized(theirs, "relative_position_bias_table")
+    theirs.load_state_dict(sd, strict=False)
+    ours.load_state_dict(sd, strict=False)
+    theirs.set_input_size(img_size=48, window_size=6)
+    with vtimm.patch():
+        ours.set_input_size(img_size=48, window_size=6)
+    assert len(op_calls) >= 1
+    for (k, a), b in zip(theirs.state_dict().items(), ours.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=GEOMETRIC_TOL * max(a.abs().max().item(), 1), rtol=0, msg=k)
+    x = torch.randn(1, 3, 48, 48)
+    torch.testing.assert_close(ours(x), theirs(x), atol=1e-4, rtol=1e-4)
+
+
+def test_scipy_spline_stays_timms(monkeypatch):
+    """TIMM_USE_SCIPY_INTERP=1 selects scipy's cubic spline in timm's function,
+    which the op does not compute: patch() leaves that one to timm."""
+    monkeypatch.setattr(timm_rel, "_USE_SCIPY", True)
+    with vtimm.patch():
+        assert beit.resize_rel_pos_bias_table is TIMM_GEOMETRIC
+        assert tiny_vit.resize_rel_pos_bias_table_levit is rp.resize_rel_pos_bias_table_levit
+
+
+# -- resize_rel_pos_bias_table: BEiT's geometric resize at the op's sample positions ----------------
+
+GEOMETRIC_CASES = [(7, 12, 3), (12, 7, 3), (14, 24, 0), ((8, 6), (12, 10), 0), (7, (7, 12), 3), (16, 32, 3)]
+
+
+@pytest.mark.parametrize("old, new, extra, layout", [(*case, "flat") for case in GEOMETRIC_CASES] +
+                         [(*case[:2], 0, "heads_first") for case in GEOMETRIC_CASES])  # (heads, H, W): no extra rows
+def test_geometric_matches_timm(old, new, extra, layout):
+    ow, nw = (old, old) if isinstance(old, int) else old, (new, new) if isinstance(new, int) else new
+    src, dst = (2 * ow[0] - 1, 2 * ow[1] - 1), (2 * nw[0] - 1, 2 * nw[1] - 1)
+    if layout == "flat":
+        table = randn(src[0] * src[1] + extra, 4)
+        args = (nw, (dst[0] * dst[1] + extra, 4), ow if ow[0] != ow[1] else None)
+    else:
+        table = randn(4, *src)
+        args = (nw, (4, *dst))
+    theirs = TIMM_GEOMETRIC(table, *args)
+    ours = rp.resize_rel_pos_bias_table(table, *args)
+    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+    torch.testing.assert_close(ours, theirs, atol=GEOMETRIC_TOL * table.abs().max(), rtol=0)
+    if extra:
+        assert torch.equal(ours[-extra:], table[-extra:])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_geometric_dtypes_as_timm(dtype):
+    """timm computes in float32 and casts back; so does the op's version."""
+    table = randn(13 * 13 + 3, 2, dtype=dtype)
+    theirs = TIMM_GEOMETRIC(table, (12, 12), (23 * 23 + 3, 2))
+    ours = rp.resize_rel_pos_bias_table(table, (12, 12), (23 * 23 + 3, 2))
+    assert ours.dtype == dtype
+    rounding = GEOMETRIC_TOL if dtype == torch.float64 else 2 * torch.finfo(dtype).eps
+    torch.testing.assert_close(ours.double(), theirs.double(), atol=rounding * table.double().abs().max(), rtol=0)
+
+
+def test_geometric_positions_are_where_the_recipe_reads():
+    """In float64 the op at beit_sample_positions is BEiT's recipe exactly:
+    per axis, piecewise-linear (np.interp) at the geometric offsets, taken
+    as the float32 values timm builds them in."""
+    np = pytest.importorskip("numpy")
+    lab = experiment()
+    grid = randn(3, 13, 9, dtype=torch.float64)
+    y = np.float32(lab.geometric_offsets(13, 23)).astype(np.float64)
+    x = np.float32(lab.geometric_offsets(9, 17)).astype(np.float64)
+    ty, tx = lab.target_offsets(23), lab.target_offsets(17)
+    g = grid.numpy()
+    rows = np.stack([[np.interp(ty, y, g[h, :, j]) for j in range(9)] for h in range(3)])     # (3, 9, 23)
+    exact = np.stack([[np.interp(tx, x, rows[h, :, i]) for i in range(23)] for h in range(3)])  # (3, 23, 17)
+    ours = vitpe_ext.interpolate_pos_embed(grid.flatten(1).unsqueeze(-1), (23, 17), (13, 9), 0, mode="bilinear",
+                                           sample_positions=[rp.beit_sample_positions(13, 23),
+                                                             rp.beit_sample_positions(9, 17)])
+    torch.testing.assert_close(ours.view(3, 23, 17), torch.from_numpy(exact), atol=1e-13, rtol=0)
+
+
+def test_geometric_same_window_meta_and_errors():
+    table = randn(13 * 13 + 3, 2)
+    assert rp.resize_rel_pos_bias_table(table, (7, 7), (13 * 13 + 3, 2)) is table
+    meta = rp.resize_rel_pos_bias_table(table.to("meta"), (12, 12), (23 * 23 + 3, 2))
+    assert meta.is_meta and meta.shape == (23 * 23 + 3, 2)
+    with pytest.raises(ValueError, match="170 offsets are not a square grid; pass old_window_size"):
+        rp.resize_rel_pos_bias_table(randn(173, 2), (12, 12), (23 * 23 + 3, 2))
+    with pytest.raises(ValueError, match="has fewer rows than a 23x23 grid"):
+        rp.resize_rel_pos_bias_table(table, (12, 12), (100, 2))
+
+
+def test_geometric_gradient_flows():
+    table = randn(13 * 13 + 3, 2, dtype=torch.float64).requires_grad_()
+    out = rp.resize_rel_pos_bias_table(table, (9, 9), (17 * 17 + 3, 2))
+    out.sum().backward()
+    assert table.grad is not None and torch.isfinite(table.grad).all()

@@ -21,6 +21,11 @@
  *                         plan; rank 1 is rank 2 with a 1 -> 1 H axis, bit for bit;
  *                         aliases ("linear" at rank 1, "trilinear" at 3)
  *   grid-errors           bad ranks, stages, rows and workspaces
+ *   grid-positions        given sample positions (vitpe_axis.positions), ranks
+ *                         1-3, the point modes: all the checks above, with
+ *                         positions before, between and past the tokens,
+ *                         repeated and on nearest's ties; the plan keeps its
+ *                         own copy; bad positions and modes refused
  * over every mode x accepted flags x scale_factor x dtype, ranks 1 and 3,
  * with prefix and suffix tokens and channel counts that take the vector
  * paths (multiples of 64) and their tails.
@@ -57,9 +62,10 @@ static void gdescribe(const gcase *g, const char *suite) {
     sides(g, 1, o);
     const vitpe_axis *a = &g->ax[g->rank - 1];
     snprintf(case_name, sizeof case_name,
-             "%s rank=%d mode=%s align_corners=%d antialias=%d scale_factor=%d (T,H,W) (%lld,%lld,%lld)->"
-             "(%lld,%lld,%lld) dtype=%s B=%lld P=%lld S=%lld C=%lld in_pad=%lld out_pad=%lld",
+             "%s rank=%d mode=%s align_corners=%d antialias=%d scale_factor=%d positions=%d (T,H,W) "
+             "(%lld,%lld,%lld)->(%lld,%lld,%lld) dtype=%s B=%lld P=%lld S=%lld C=%lld in_pad=%lld out_pad=%lld",
              suite, g->rank, vitpe_mode_name(a->mode), a->align_corners, a->antialias, a->scale_factor > 0,
+             a->positions != NULL,
              (long long)i[0], (long long)i[1], (long long)i[2], (long long)o[0], (long long)o[1],
              (long long)o[2], dtype_name(g->dtype), (long long)g->B, (long long)g->P, (long long)g->S,
              (long long)g->C, (long long)g->in_pad, (long long)g->out_pad);
@@ -639,4 +645,94 @@ void grid_errors(void) {
     free(scratch);
     free(ws);
     vitpe_plan_destroy(plan);
+}
+
+/* Sorted positions from before the first token to past the last, with a
+ * repeat and a tie (x.5) where there is room. */
+static void random_positions(double *p, int64_t in, int64_t out) {
+    for (int64_t o = 0; o < out; o++) p[o] = (double)(rng_next() % 100000) / 100000.0 * ((double)in + 1.5) - 0.75;
+    if (out >= 3) {
+        p[1] = p[2];
+        p[out / 2] = floor(p[out / 2]) + 0.5;
+    }
+    for (int64_t i = 1; i < out; i++) /* insertion sort: a few dozen values */
+        for (int64_t j = i; j > 0 && p[j - 1] > p[j]; j--) {
+            double t = p[j];
+            p[j] = p[j - 1];
+            p[j - 1] = t;
+        }
+}
+
+void grid_positions(void) {
+    static double pos[3][64];
+    for (int rank = 1; rank <= 3; rank++)
+        for (int mode = 0; mode < VITPE_MODE_COUNT; mode++) {
+            if (!vitpe_mode_samples_at(mode)) continue;
+            for (int dt = 0; dt < 4; dt++)
+                for (int rep = 0; rep < 3; rep++) {
+                    gcase g;
+                    memset(&g, 0, sizeof g);
+                    g.rank = rank;
+                    g.dtype = dt;
+                    for (int i = 0; i < rank; i++) {
+                        const int64_t hi = rank == 1 ? 24 : 6;
+                        int64_t in = rng_int(1, hi), out = rng_int(1, hi + 2);
+                        g.ax[i] = make_axis(in, out, mode, 0, 0, dt, 0);
+                        random_positions(pos[i], in, out);
+                        g.ax[i].positions = pos[i];
+                    }
+                    g.B = rng_int(1, 2);
+                    g.P = rng_int(0, 2);
+                    g.S = rng_int(0, 3);
+                    g.C = pick_channels();
+                    g.in_pad = rng_int(0, 2);
+                    g.out_pad = rng_int(0, 2);
+                    run_grid_case(&g);
+                }
+        }
+
+    /* the plan keeps its own copy: the caller's array may change after */
+    snprintf(case_name, sizeof case_name, "grid-positions plan copy");
+    {
+        double mine[5] = {-1.0, 0.25, 1.5, 2.0, 9.0}, kept[5];
+        vitpe_axis ax = make_axis(4, 5, VITPE_MODE_BICUBIC, 0, 0, VITPE_F32, 0);
+        vitpe_plan *plan = NULL;
+        ax.positions = mine;
+        memcpy(kept, mine, sizeof mine);
+        int st = vitpe_plan_create_nd(&plan, 1, &ax, 1);
+        if (record(st == VITPE_OK, "grid-positions", "vitpe_plan_create_nd returned %d", st)) {
+            for (int i = 0; i < 5; i++) mine[i] = 0.0;
+            record(plan->w.positions != mine && memcmp(plan->w.positions, kept, sizeof kept) == 0,
+                   "grid-positions", "the plan's positions follow the caller's array");
+            vitpe_plan_destroy(plan);
+        }
+    }
+
+    /* refused: a mode that averages a window, options of the uniform mapping,
+     * positions that decrease, are not finite or are out of range */
+    snprintf(case_name, sizeof case_name, "grid-positions errors");
+    {
+        double ok[3] = {0.0, 0.5, 1.0}, down[3] = {0.0, 1.0, 0.5}, nan3[3] = {0.0, NAN, 1.0},
+               far[3] = {0.0, 1.0, (double)VITPE_MAX_AXIS * 2.0};
+        const double *bad[3] = {down, nan3, far};
+        for (int mode = 0; mode < VITPE_MODE_COUNT; mode++) {
+            vitpe_axis ax = make_axis(2, 3, mode, 0, 0, VITPE_F32, 0);
+            ax.positions = ok;
+            const int want = vitpe_mode_samples_at(mode) ? VITPE_OK : VITPE_EINVAL;
+            record(vitpe_axis_check(&ax) == want, "grid-positions", "mode %s with positions: %d",
+                   vitpe_mode_name(mode), vitpe_axis_check(&ax));
+        }
+        for (int k = 0; k < 3; k++) {
+            vitpe_axis ax = make_axis(2, 3, VITPE_MODE_BILINEAR, 0, 0, VITPE_F32, 0);
+            ax.positions = bad[k];
+            record(vitpe_axis_check(&ax) == VITPE_EINVAL, "grid-positions", "bad positions %d accepted", k);
+        }
+        vitpe_axis ac = make_axis(2, 3, VITPE_MODE_BILINEAR, 1, 0, VITPE_F32, 0),
+                   aa = make_axis(2, 3, VITPE_MODE_BICUBIC, 0, 1, VITPE_F32, 0),
+                   sf = make_axis(2, 3, VITPE_MODE_BILINEAR, 0, 0, VITPE_F32, 1);
+        ac.positions = aa.positions = sf.positions = ok;
+        record(vitpe_axis_check(&ac) == VITPE_EINVAL && vitpe_axis_check(&aa) == VITPE_EINVAL &&
+                   vitpe_axis_check(&sf) == VITPE_EINVAL,
+               "grid-positions", "align_corners/antialias/scale_factor accepted with positions");
+    }
 }

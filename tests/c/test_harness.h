@@ -114,5 +114,6 @@ void grid_errors(void);
 void grid_identity(void);
 void grid_stages(void);
 void grid_sweep(void);
+void grid_positions(void);
 
 #endif /* VITPE_TEST_HARNESS_H */

@@ -27,7 +27,8 @@
  *              every tie between adjacent values (bilinear midpoints)
  *   nan-chan*  NaN grid inputs stay in their channels, bit for bit as the
  *              arithmetic gives them, through the vector paths
- *   grid-*     grids of rank 1 and 3 with suffix tokens (test_grids.c): the
+ *   grid-*     grids of rank 1 and 3 with suffix tokens, and given sample
+ *              positions at ranks 1-3 (test_grids.c): the
  *              staged runs vs vitpe_*_naive_nd, split, bit for bit the
  *              staged arithmetic, half types = float32 rounded once, tokens,
  *              adjoint, identity, plans of each rank, errors
@@ -77,6 +78,7 @@ int main(int argc, char **argv) {
     grid_identity();
     grid_stages();
     grid_sweep();
+    grid_positions();
     printf("c-kernels: largest |fast - naive| / tolerance: float32 %.3f, float64 %.3f, float16 %.3f, "
            "bfloat16 %.3f\n", worst_ratio[0], worst_ratio[1], worst_ratio[2], worst_ratio[3]);
     printf("c-kernels: fast != naive (bitwise) in %lld/%lld float16 and %lld/%lld bfloat16 elements\n",

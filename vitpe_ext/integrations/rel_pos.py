@@ -10,28 +10,33 @@ prefix tokens and the heads as channels — the op resizes it as it stands:
     TF MaxViT             (heads, 2Wh-1, 2Ww-1)           signed offsets, heads first
     LeViT, TinyViT, EfficientViT-MSRA  (heads, Wh*Ww)      absolute offsets |dy|, |dx|
 
-resize_rel_pos_bias() is the general function. resize_rel_pos_bias_table_simple()
-and resize_rel_pos_bias_table_levit() are timm 1.0.31's functions of those names,
-same signatures and numbers (plain bicubic / F.interpolate in float32), which
+resize_rel_pos_bias() is the general function. resize_rel_pos_bias_table_simple(),
+resize_rel_pos_bias_table_levit() and resize_rel_pos_bias_table() are timm
+1.0.31's functions of those names, same signatures and numbers, which
 vitpe_ext.timm.patch() puts in timm's place (route_in_timm/restore_in_timm).
 
-timm's third resizer, resize_rel_pos_bias_table (the one Swin, BEiT, MaxViT and
-vit_relpos call), samples the table at geometric-progression positions that
-are not evenly spaced; the op maps output to input evenly, so that function
-stays timm's (README, "Relative-position-bias tables", gives the differences).
+The third, resize_rel_pos_bias_table (BEiT's, which Swin, MaxViT and BEiT's
+checkpoint filters call), does not sample the offsets evenly: it spreads the
+old offsets out along a geometric progression that reaches the new window's
+edge and interpolates the table there at the new integer offsets
+(beit_sample_positions). The op takes those positions as sample_positions, so
+it is one op call, bilinear as timm's default RegularGridInterpolator (BEiT's
+original code used scipy's cubic spline instead; README, "Relative-position-
+bias tables", measures that difference).
 """
 from __future__ import annotations
 
 import math
 import numbers
 import sys
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..op import interpolate_pos_embed
 
-__all__ = ["resize_rel_pos_bias", "resize_rel_pos_bias_table_simple", "resize_rel_pos_bias_table_levit"]
+__all__ = ["resize_rel_pos_bias", "resize_rel_pos_bias_table_simple", "resize_rel_pos_bias_table_levit",
+           "resize_rel_pos_bias_table", "beit_sample_positions"]
 
 Pair = Union[int, Sequence[int]]
 LAYOUTS = ("flat", "heads_first")
@@ -39,7 +44,7 @@ OFFSETS = ("signed", "absolute")
 
 
 def _resize(table: torch.Tensor, layout: str, old_grid: Optional[Tuple[int, int]], new_grid: Tuple[int, int],
-            num_extra_tokens: int, settings: dict) -> torch.Tensor:
+            num_extra_tokens: int, settings: dict, sample_positions=None) -> torch.Tensor:
     """The table's offset grid old_grid -> new_grid (old_grid None: inferred),
     in the layout it came in. The table is viewed as the op's (B, tokens, C):
     flat (positions, heads) as (1, positions, heads); heads first as
@@ -78,7 +83,8 @@ def _resize(table: torch.Tensor, layout: str, old_grid: Optional[Tuple[int, int]
                          f"{old_grid[0] * old_grid[1]} rows, the table has {positions} (+{num_extra_tokens} extra)")
 
     # the extra rows (BEiT's class-token biases) follow the grid: the op's suffix tokens, copied
-    out = interpolate_pos_embed(tokens, new_grid, old_grid, 0, num_suffix_tokens=num_extra_tokens, **settings)
+    out = interpolate_pos_embed(tokens, new_grid, old_grid, 0, num_suffix_tokens=num_extra_tokens,
+                                sample_positions=sample_positions, **settings)
     if layout == "flat":
         return out[0]
     if table.dim() == 3:
@@ -231,10 +237,106 @@ def resize_rel_pos_bias_table_levit(
     return out.to(position_bias_table.dtype)
 
 
+def _beit_offsets(src: int, dst: int) -> List[float]:
+    """Where BEiT puts the src old offsets so that they span dst new ones:
+    spacing growing as q, q^2, ... outwards from 0, with q found by
+    bisection so the outermost lands just past dst // 2. timm's (and
+    unilm's) _calc, step for step: the same q to the last bit."""
+    def geometric_progression(a, r, n):
+        return a * (1.0 - r ** n) / (1.0 - r)
+    left, right = 1.01, 1.5
+    while right - left > 1e-6:
+        q = (left + right) / 2.0
+        if geometric_progression(1, q, src // 2) > dst // 2:
+            right = q
+        else:
+            left = q
+    dis, cur = [], 1
+    for i in range(src // 2):
+        dis.append(cur)
+        cur += q ** (i + 1)
+    return [-d for d in reversed(dis)] + [0] + dis
+
+
+def beit_sample_positions(src: int, dst: int) -> List[float]:
+    """The sample positions (old-grid units, old offset i at i) at which
+    BEiT's resize reads an axis of src offsets to make dst: for each new
+    integer offset in [-(dst // 2), dst // 2], its place between the two old
+    offsets around it on the geometric-progression axis (_beit_offsets),
+    linearly. Computed from the float32 coordinates timm builds
+    (torch.tensor of the offsets, torch.arange of the targets), so bilinear
+    sampling at these positions is timm's RegularGridInterpolator up to the
+    rounding of its last float32 operations. Outside the old offsets the
+    position is past the end, where the op repeats the edge, as timm does."""
+    coords = torch.tensor(_beit_offsets(src, dst)).double()         # float32 values, as timm's
+    half = dst // 2.0
+    targets = torch.arange(-half, half + 0.1, 1.0).double()         # float32 arange, as timm's
+    right = torch.bucketize(targets, coords).clamp(1, src - 1)
+    left = right - 1
+    frac = (targets - coords[left]) / (coords[right] - coords[left])
+    return (left.double() + frac).tolist()
+
+
+def resize_rel_pos_bias_table(
+    rel_pos_bias: torch.Tensor,
+    new_window_size: Tuple[int, int],
+    new_bias_shape: Tuple[int, ...],
+    old_window_size: Optional[Tuple[int, int]] = None,
+) -> torch.Tensor:
+    """timm.layers.resize_rel_pos_bias_table, computed by the op.
+
+    rel_pos_bias: (heads, 2Wh-1, 2Ww-1) (new_bias_shape (heads, h, w)) or
+    (positions + extra, heads) (new_bias_shape (new positions + extra,
+    heads); the extra rows, e.g. BEiT's 3, stay at the end unchanged).
+    old_window_size: the source window of a flat table, as timm (else a
+    square one, or the destination's where the rows cannot be a square).
+    Each axis is sampled at beit_sample_positions, bilinear, in float32 and
+    cast back, as timm without TIMM_USE_SCIPY_INTERP; the table stays on its
+    device. Returns rel_pos_bias itself when the grid does not change.
+    """
+    dst = _grid(_window(new_window_size, "new_window_size"), "signed")
+    if rel_pos_bias.ndim == 3:
+        if tuple(new_bias_shape[1:]) != dst:
+            raise ValueError(f"resize_rel_pos_bias_table: new_bias_shape {tuple(new_bias_shape)} does not hold a "
+                             f"{dst[0]}x{dst[1]} grid for window {tuple(new_window_size)}")
+        layout, src, num_extra_tokens = "heads_first", tuple(rel_pos_bias.shape[1:]), 0
+    elif rel_pos_bias.ndim == 2:
+        layout = "flat"
+        num_extra_tokens = new_bias_shape[0] - dst[0] * dst[1]
+        if num_extra_tokens < 0:
+            raise ValueError(f"resize_rel_pos_bias_table: new_bias_shape {tuple(new_bias_shape)} has fewer rows "
+                             f"than a {dst[0]}x{dst[1]} grid")
+        positions = rel_pos_bias.shape[0] - num_extra_tokens
+        if old_window_size is not None:
+            src = _grid(_window(old_window_size, "old_window_size"), "signed")
+        elif math.isqrt(max(positions, 0)) ** 2 == positions:
+            src = (math.isqrt(positions),) * 2
+        elif positions == dst[0] * dst[1]:
+            src = dst
+        else:
+            raise ValueError(f"resize_rel_pos_bias_table: {positions} offsets are not a square grid; pass "
+                             f"old_window_size")
+    else:
+        raise ValueError(f"resize_rel_pos_bias_table: rel_pos_bias must be (heads, H, W) or (positions, heads), "
+                         f"got shape {tuple(rel_pos_bias.shape)}")
+    if src == dst:
+        return rel_pos_bias
+    if rel_pos_bias.is_meta:  # as timm: only the shape is known
+        return rel_pos_bias.new_empty(new_bias_shape)
+    sample_positions = [beit_sample_positions(src[0], dst[0]), beit_sample_positions(src[1], dst[1])]
+    out = _resize(rel_pos_bias.float(), layout, src, dst, num_extra_tokens, dict(mode="bilinear"),
+                  sample_positions)
+    if num_extra_tokens:  # timm never casts them
+        out = torch.cat([out[:-num_extra_tokens].to(rel_pos_bias.dtype), rel_pos_bias[-num_extra_tokens:]])
+        return out
+    return out.to(rel_pos_bias.dtype)
+
+
 # -- routing timm's names (called by vitpe_ext.timm.patch / unpatch) ----------------------
 
 ROUTED = {"resize_rel_pos_bias_table_simple": resize_rel_pos_bias_table_simple,
-          "resize_rel_pos_bias_table_levit": resize_rel_pos_bias_table_levit}
+          "resize_rel_pos_bias_table_levit": resize_rel_pos_bias_table_levit,
+          "resize_rel_pos_bias_table": resize_rel_pos_bias_table}
 _timm_originals = {}  # name -> timm's own function, once seen
 
 
@@ -252,10 +354,14 @@ def _rebind_in_timm(name: str, old, new) -> int:
 
 def route_in_timm() -> int:
     """Bind vitpe's resizers wherever timm's are bound; returns how many
-    module globals changed. timm's resize_rel_pos_bias_table is left alone."""
+    module globals changed. Under TIMM_USE_SCIPY_INTERP=1 timm's
+    resize_rel_pos_bias_table interpolates with scipy's cubic spline, which
+    the op does not compute, so it is left alone then."""
     import timm.layers.pos_embed_rel as timm_rel
     count = 0
     for name, ours in ROUTED.items():
+        if name == "resize_rel_pos_bias_table" and getattr(timm_rel, "_USE_SCIPY", False):
+            continue
         current = getattr(timm_rel, name)
         if current is not ours:
             _timm_originals[name] = current

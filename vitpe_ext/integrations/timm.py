@@ -11,9 +11,11 @@ patch() makes timm's VisionTransformer use it: dynamic_img_size forwards,
 set_input_size and checkpoint_filter_fn all call the name
 `resample_abs_pos_embed` bound in timm's modules at import time, so the
 patch rebinds it in every loaded timm module that holds timm's function.
-It routes timm's relative-position-bias resizers _simple and _levit the
-same way (rel_pos.py; TinyViT, EfficientViT-MSRA), not the geometric
-resize_rel_pos_bias_table of Swin/BEiT/MaxViT.
+It routes timm's relative-position-bias resizers the same way (rel_pos.py):
+_simple, _levit (TinyViT, EfficientViT-MSRA) and BEiT's geometric
+resize_rel_pos_bias_table (Swin, BEiT, MaxViT checkpoint filters and
+set_input_size), the latter unless TIMM_USE_SCIPY_INTERP selects timm's
+scipy spline.
 """
 from __future__ import annotations
 
@@ -28,10 +30,11 @@ from ..op import interpolate_pos_embed
 from ..op.function import as_size, interpolate_resolved
 from ._patching import Patcher, PatchHandle
 from . import rel_pos
-from .rel_pos import resize_rel_pos_bias_table_levit, resize_rel_pos_bias_table_simple
+from .rel_pos import (resize_rel_pos_bias_table, resize_rel_pos_bias_table_levit,
+                      resize_rel_pos_bias_table_simple)
 
 __all__ = ["resample_abs_pos_embed", "resize_rel_pos_bias_table_simple", "resize_rel_pos_bias_table_levit",
-           "patch", "unpatch"]
+           "resize_rel_pos_bias_table", "patch", "unpatch"]
 
 _logger = logging.getLogger("vitpe_ext.timm")  # the path users import it by
 
@@ -125,8 +128,9 @@ def patch() -> PatchHandle:
     eva, deit, ...), until unpatch() / the end of the `with` block. Modules
     imported while patched bind vitpe's through timm.layers; unpatch() finds
     them too. resample_abs_pos_embed_nhwc (SAM-style tables) is not routed.
-    resize_rel_pos_bias_table_simple and _levit are rebound too
-    (handle.rebound_rel_pos counts them); resize_rel_pos_bias_table stays timm's."""
+    resize_rel_pos_bias_table_simple, _levit and resize_rel_pos_bias_table
+    are rebound too (handle.rebound_rel_pos counts them); the last stays
+    timm's under TIMM_USE_SCIPY_INTERP=1 (scipy's spline)."""
     global _original
     import timm.layers  # noqa: F401  (loads timm.layers.pos_embed)
     import timm.models.vision_transformer  # noqa: F401  (the ViT the patch is for)

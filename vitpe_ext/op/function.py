@@ -97,8 +97,37 @@ def _check_table(pos_embed) -> None:
                          f"tensor; convert it first (.to_dense(), .dequantize(), ...)")
 
 
+def _positions(value, rank: int) -> List[float]:
+    """sample_positions, one sequence per axis of the grid (lists, tuples,
+    1-D tensors or arrays of real numbers), as the op's flat list: the
+    outermost axis first. How many each axis needs, and which values are
+    valid, is the op's check."""
+    def position(v, i):
+        if isinstance(v, numbers.Real) and not isinstance(v, bool) and not _is_numpy_bool(v):
+            return float(v)
+        if isinstance(v, torch.Tensor) and v.dim() == 0 and not (v.dtype.is_complex or v.dtype == torch.bool):
+            return float(v)
+        raise ValueError(f"sample_positions[{i}] must hold real numbers (old-grid positions), got {v!r} of type "
+                         f"{type(v).__name__}")
+
+    def axis(values, i):
+        if isinstance(values, torch.Tensor) and values.dim() == 1 and not (
+                values.dtype.is_complex or values.dtype == torch.bool):
+            return values.detach().to("cpu", torch.float64).tolist()
+        if isinstance(values, (list, tuple)) or (getattr(values, "ndim", None) == 1
+                                                 and type(values).__name__ == "ndarray"):
+            return [position(v, i) for v in values]
+        raise ValueError(f"sample_positions[{i}] must be a sequence of floats (one position per output of that "
+                         f"axis), got {values!r} of type {type(values).__name__}")
+    if isinstance(value, torch.Tensor) or not isinstance(value, (list, tuple)) or len(value) != rank:
+        kind = (f"{len(value)} entr{'y' if len(value) == 1 else 'ies'}") if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
+        raise ValueError(f"sample_positions must be a list of {rank} sequence{'s' if rank > 1 else ''}, one per "
+                         f"axis of new_size (outermost first), got {kind}")
+    return [p for i, values in enumerate(value) for p in axis(values, i)]
+
+
 def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor,
-             num_suffix_tokens) -> Tuple:
+             num_suffix_tokens, sample_positions=None) -> Tuple:
     """The caller's arguments in the op's types, defaults filled in."""
     if mode is None:
         mode = DEFAULT_MODE
@@ -114,6 +143,7 @@ def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antiali
         bool(_flag(antialias, "antialias")),
         None if scale_factor is None else _sizes(scale_factor, "scale_factor", "floats", rank=len(new)),
         _count(num_suffix_tokens, "num_suffix_tokens"),
+        None if sample_positions is None else _positions(sample_positions, len(new)),
     )
 
 
@@ -245,6 +275,7 @@ def interpolate_pos_embed(
     scale_factor: Optional[Union[float, List[float]]] = None,
     profile: Optional[str] = None,
     num_suffix_tokens: int = 0,
+    sample_positions: Optional[List[List[float]]] = None,
 ) -> torch.Tensor:
     """Resize a ViT position-embedding table to a new patch grid.
 
@@ -274,6 +305,16 @@ def interpolate_pos_embed(
         "hf", "mae", "dinov2", "dinov2-reg", "big_vision" (vitpe_ext.PROFILES).
         It sets mode/align_corners/antialias/coordinate mapping/compute dtype;
         an explicit argument contradicting it raises ValueError.
+    sample_positions: instead of the uniform mapping, where each output
+        samples the old grid: one sequence per axis of new_size (outermost
+        first) of that axis's new_size[i] positions, in old-grid units
+        (old token i sits at i), non-decreasing; positions past the ends
+        repeat the edge token (F.grid_sample's values with
+        padding_mode="border", align_corners=True). For the point samplers
+        (nearest and nearest-exact take the nearest token, bilinear, bicubic) without
+        align_corners, antialias, scale_factor or profile. BEiT's
+        geometric-progression resize of relative-position tables is one
+        (vitpe_ext.rel_pos.beit_sample_positions).
 
     Returns (B, P + Hout*Wout + S, C) (the new grid's tokens; or 2-D if given
     2-D), contiguous, same dtype and device; differentiable to any order.
@@ -284,10 +325,10 @@ def interpolate_pos_embed(
     """
     if torch.jit.is_scripting():
         return _interpolate_scripted(pos_embed, new_size, old_size, num_prefix_tokens, mode, align_corners,
-                                     antialias, scale_factor, profile, num_suffix_tokens)
+                                     antialias, scale_factor, profile, num_suffix_tokens, sample_positions)
     else:
         return _interpolate(pos_embed, new_size, old_size, num_prefix_tokens, mode, align_corners,
-                            antialias, scale_factor, profile, num_suffix_tokens)
+                            antialias, scale_factor, profile, num_suffix_tokens, sample_positions)
 
 
 @torch.jit.unused
@@ -295,8 +336,11 @@ def _interpolate(pos_embed: torch.Tensor, new_size: Union[int, List[int]],
                  old_size: Optional[Union[int, List[int]]], num_prefix_tokens: int, mode: Optional[str],
                  align_corners: Optional[bool], antialias: Optional[bool],
                  scale_factor: Optional[Union[float, List[float]]], profile: Optional[str],
-                 num_suffix_tokens: int = 0) -> torch.Tensor:
+                 num_suffix_tokens: int = 0, sample_positions=None) -> torch.Tensor:
     _check_table(pos_embed)
+    if profile is not None and sample_positions is not None:
+        raise ValueError(f"interpolate_pos_embed: sample_positions replace the uniform mapping that profile "
+                         f"{profile!r} reproduces; pass one or the other")
     if profile is not None:
         resolved = resolve(profile, mode, align_corners, antialias, scale_factor)
         squeeze = pos_embed.dim() == 2
@@ -304,7 +348,7 @@ def _interpolate(pos_embed: torch.Tensor, new_size: Union[int, List[int]],
         out = _interpolate_profile(table, new_size, old_size, num_prefix_tokens, resolved, num_suffix_tokens)
         return out.squeeze(0) if squeeze else out
     args = _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor,
-                    num_suffix_tokens)
+                    num_suffix_tokens, sample_positions)
     squeeze = pos_embed.dim() == 2
     if squeeze:
         pos_embed = pos_embed.unsqueeze(0)
@@ -316,7 +360,8 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
                           old_size: Optional[Union[int, List[int]]], num_prefix_tokens: int,
                           mode: Optional[str], align_corners: Optional[bool], antialias: Optional[bool],
                           scale_factor: Optional[Union[float, List[float]]],
-                          profile: Optional[str], num_suffix_tokens: int = 0) -> torch.Tensor:
+                          profile: Optional[str], num_suffix_tokens: int = 0,
+                          sample_positions: Optional[List[List[float]]] = None) -> torch.Tensor:
     """The public function as TorchScript compiles it: the types are the
     annotations' (the compiler checks them), the op checks the rest, and
     autograd is the op's own registration."""
@@ -333,13 +378,19 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
     if scale_factor is not None:
         factors = [scale_factor] * len(new) if isinstance(scale_factor, float) else scale_factor
     antialias_: bool = False if antialias is None else antialias
+    positions: Optional[List[float]] = None
+    if sample_positions is not None:
+        flat: List[float] = []
+        for axis in sample_positions:
+            flat.extend(axis)
+        positions = flat
     if mode is None:  # the schema's default mode (DEFAULT_MODE): TorchScript cannot read a global str
         out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, align_corners=align_corners,
                                                     antialias=antialias_, scale_factor=factors,
-                                                    num_suffix_tokens=num_suffix_tokens)
+                                                    num_suffix_tokens=num_suffix_tokens, sample_positions=positions)
     else:
         out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, mode, align_corners,
-                                                    antialias_, factors, num_suffix_tokens)
+                                                    antialias_, factors, num_suffix_tokens, positions)
     return out.squeeze(0) if squeeze else out
 
 

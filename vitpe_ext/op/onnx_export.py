@@ -81,7 +81,8 @@ def translation_table() -> Dict[Callable, Callable]:
 # -- the translation -----------------------------------------------------------------
 
 def interpolate_pos_embed_onnx(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode=DEFAULT_MODE,
-                               align_corners=None, antialias=False, scale_factor=None, num_suffix_tokens=0):
+                               align_corners=None, antialias=False, scale_factor=None, num_suffix_tokens=0,
+                               sample_positions=None):
     """The op's ONNX graph, built by the exporter's tracer. Arguments as the
     op's schema, as the exporter hands them over: pos_embed an ir.Value,
     sizes ints or int64 scalars (Size), the rest Python values. The op's
@@ -101,7 +102,16 @@ def interpolate_pos_embed_onnx(pos_embed, new_size, old_size=None, num_prefix_to
     in_size = _old_size(pos_embed, old_size, prefix)
     out_size = (new_size[0], new_size[1])
     scales = None if scale_factor is None else (float(scale_factor[0]), float(scale_factor[1]))
-    route = _route(mode, align_corners, antialias, in_size, out_size, scales)
+    positions = None
+    if sample_positions is not None:
+        # given positions are constants: the weights too, as matrices
+        if not all(isinstance(s, int) for s in (*in_size, *out_size)):
+            raise OnnxExportError("vitpe ONNX export: sample_positions need grid sizes fixed at export (the "
+                                  "positions are one per output); export at a fixed size")
+        flat = [float(p) for p in sample_positions]
+        positions = (flat[:out_size[0]], flat[out_size[0]:])
+    route = "matrices" if positions is not None else _route(mode, align_corners, antialias, in_size, out_size,
+                                                            scales)
 
     grid = op.Slice(pos_embed, _ints(prefix), _ints(_INT64_MAX), _ints(1))   # (B, H*W, C)
     dtype = pos_embed.dtype
@@ -115,7 +125,7 @@ def interpolate_pos_embed_onnx(pos_embed, new_size, old_size=None, num_prefix_to
     elif route == "resize":
         out = _resize(grid, mode, align_corners, antialias, in_size, out_size, scales)
     else:
-        out = _matrices(grid, mode, align_corners, antialias, in_size, out_size, scales, compute)
+        out = _matrices(grid, mode, align_corners, antialias, in_size, out_size, scales, compute, positions)
     if compute != dtype:
         out = op.Cast(out, to=dtype)
     if prefix == 0:
@@ -252,7 +262,7 @@ def _resize(grid: ir.Value, mode: str, align_corners: bool, antialias: bool, in_
 # -- fixed sizes: constant matrices ------------------------------------------------------
 
 def _matrices(grid: ir.Value, mode: str, align_corners: bool, antialias: bool, in_size, out_size, scales,
-              compute: ir.DataType) -> ir.Value:
+              compute: ir.DataType, positions=None) -> ir.Value:
     """The resize as out = A_h X A_w^T, each A the op's own weights for one
     axis: the op applied to an identity table (its passes are separable, H
     then W), in the dtype the grid is computed in (float64 or float32, the
@@ -261,7 +271,8 @@ def _matrices(grid: ir.Value, mode: str, align_corners: bool, antialias: bool, i
     channels = op.Shape(grid, start=2)
     for axis in (0, 1):
         matrix = _axis_matrix(mode, align_corners, antialias, in_size[axis], out_size[axis],
-                              None if scales is None else scales[axis], weights)
+                              None if scales is None else scales[axis], weights,
+                              None if positions is None else positions[axis])
         if matrix is None:
             continue
         if axis == 0:   # (B, H*W, C) as (B, H, W*C): A_h @ that
@@ -273,13 +284,14 @@ def _matrices(grid: ir.Value, mode: str, align_corners: bool, antialias: bool, i
 
 
 def _axis_matrix(mode: str, align_corners: bool, antialias: bool, in_size: int, out_size: int,
-                 scale_factor: Optional[float], dtype) -> Optional[np.ndarray]:
+                 scale_factor: Optional[float], dtype, positions=None) -> Optional[np.ndarray]:
     """(out, in) weights of one axis, from the op itself; None where the
     axis is the identity."""
     eye = torch.eye(in_size, dtype=torch.float64 if dtype == np.float64 else torch.float32)
     factors = None if scale_factor is None else [scale_factor, 1.0]
     rows = _forward(eye.reshape(1, in_size, in_size), [out_size, 1], [in_size, 1], 0, mode,
-                    align_corners if mode_info(mode).align_corners else None, antialias, factors)
+                    align_corners if mode_info(mode).align_corners else None, antialias, factors, 0,
+                    None if positions is None else [*positions, 0.0])  # the unit axis samples its one token
     matrix = rows[0].numpy()
     if out_size == in_size and np.array_equal(matrix, np.eye(in_size)):
         return None

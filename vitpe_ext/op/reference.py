@@ -84,3 +84,34 @@ def recipe_interpolate(
         out = F.interpolate(grid, size=tuple(new_size), mode=torch_mode(mode, rank), **kwargs)
     out = out.permute(0, *range(2, rank + 2), 1).reshape(batch, -1, channels)
     return torch.cat([prefix, out], dim=1)
+
+
+def _axis_weights(in_size: int, positions: Sequence[float], mode: str) -> torch.Tensor:
+    """(out, in) float64 weights of one axis sampled at `positions`: F.grid_sample
+    (padding_mode="border", align_corners=True, where -1 and 1 are the first and
+    last token) of an identity, one column per input token."""
+    eye = torch.eye(in_size, dtype=torch.float64).view(1, in_size, 1, in_size)
+    p = torch.tensor([float(v) for v in positions], dtype=torch.float64)
+    x = 2 * p / (in_size - 1) - 1 if in_size > 1 else torch.zeros_like(p)
+    grid = torch.stack([x, torch.zeros_like(x)], dim=-1).view(1, 1, -1, 2)
+    sample_mode = "nearest" if mode in ("nearest", "nearest-exact") else torch_mode(mode, 2)
+    return F.grid_sample(eye, grid, mode=sample_mode, padding_mode="border", align_corners=True)[0, :, 0].T
+
+
+def sampled_interpolate(pos_embed: torch.Tensor, new_size: Sequence[int], old_size: Sequence[int],
+                        sample_positions: Sequence[Sequence[float]], num_prefix_tokens: int = 1,
+                        mode: str = DEFAULT_MODE, num_suffix_tokens: int = 0) -> torch.Tensor:
+    """What the op computes with sample_positions, in float64: per axis the
+    weights F.grid_sample takes at those positions, applied as one dense
+    product over the grid (no separable passes), the prefix and suffix tokens
+    copied. A (B, P + grid + S, C) table; the result is float64."""
+    table = pos_embed.double()
+    batch, tokens, channels = table.shape
+    grid = table[:, num_prefix_tokens:tokens - num_suffix_tokens].reshape(batch, *old_size, channels)
+    letters = "tuvw"[:len(old_size)]
+    for axis, (size, positions) in enumerate(zip(old_size, sample_positions)):
+        weights = _axis_weights(size, positions, mode)
+        other = "".join(c if i != axis else "z" for i, c in enumerate(letters))
+        grid = torch.einsum(f"oz,b{other}c->b{letters.replace(letters[axis], 'o')}c", weights, grid)
+    grid = grid.reshape(batch, -1, channels)
+    return torch.cat([table[:, :num_prefix_tokens], grid, table[:, tokens - num_suffix_tokens:]], dim=1)

@@ -30,7 +30,8 @@ def _concrete(value):
 
 def check_call(shape: Sequence[int], dtype: torch.dtype, device, new_size, old_size=None,
                num_prefix_tokens: int = 1, mode: str = DEFAULT_MODE, align_corners: Optional[bool] = None,
-               antialias: bool = False, scale_factor=None, input_tokens=None, num_suffix_tokens: int = 0) -> None:
+               antialias: bool = False, scale_factor=None, input_tokens=None, num_suffix_tokens: int = 0,
+               sample_positions=None) -> None:
     """Raise exactly what the op would raise for a table of this shape, dtype
     and device, without the table: for a dry run, and for the fake kernels
     (sizes traced as symbols are checked at their example values; unbacked
@@ -49,7 +50,7 @@ def check_call(shape: Sequence[int], dtype: torch.dtype, device, new_size, old_s
     with _disable_current_modes():
         _check_call(sizes, dtype, torch.device(device), tokens, new, old, num_prefix_tokens, mode,
                     align_corners, antialias, None if scale_factor is None else list(scale_factor),
-                    num_suffix_tokens)
+                    num_suffix_tokens, None if sample_positions is None else list(sample_positions))
 
 
 def _grid_tokens(sizes):
@@ -62,9 +63,11 @@ def _grid_tokens(sizes):
 
 @torch.library.register_fake("vitpe::interpolate_pos_embed")
 def _forward_fake(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode=DEFAULT_MODE,
-                  align_corners=None, antialias=False, scale_factor=None, num_suffix_tokens=0):
+                  align_corners=None, antialias=False, scale_factor=None, num_suffix_tokens=0,
+                  sample_positions=None):
     check_call(pos_embed.shape, pos_embed.dtype, pos_embed.device, new_size, old_size, num_prefix_tokens,
-               mode, align_corners, antialias, scale_factor, num_suffix_tokens=num_suffix_tokens)
+               mode, align_corners, antialias, scale_factor, num_suffix_tokens=num_suffix_tokens,
+               sample_positions=sample_positions)
     batch, _, channels = pos_embed.shape
     tokens = num_prefix_tokens + _grid_tokens(new_size) + num_suffix_tokens
     return pos_embed.new_empty((batch, tokens, channels))
@@ -73,10 +76,10 @@ def _forward_fake(pos_embed, new_size, old_size=None, num_prefix_tokens=1, mode=
 @torch.library.register_fake("vitpe::interpolate_pos_embed_backward")
 def _backward_fake(grad_output, input_tokens, new_size, old_size=None, num_prefix_tokens=1,
                    mode=DEFAULT_MODE, align_corners=None, antialias=False, scale_factor=None,
-                   num_suffix_tokens=0):
+                   num_suffix_tokens=0, sample_positions=None):
     check_call(grad_output.shape, grad_output.dtype, grad_output.device, new_size, old_size,
                num_prefix_tokens, mode, align_corners, antialias, scale_factor, input_tokens=input_tokens,
-               num_suffix_tokens=num_suffix_tokens)
+               num_suffix_tokens=num_suffix_tokens, sample_positions=sample_positions)
     batch, _, channels = grad_output.shape
     return grad_output.new_empty((batch, input_tokens, channels))
 
@@ -100,7 +103,7 @@ _backward_op = _backward._op
 class _Resize(torch.autograd.Function):
     """interpolate_pos_embed with its derivative, the backward op.
     resize = (new_size, old_size, num_prefix_tokens, mode, align_corners,
-    antialias, scale_factor, num_suffix_tokens)."""
+    antialias, scale_factor, num_suffix_tokens, sample_positions)."""
 
     @staticmethod
     def forward(ctx, pos_embed, resize):
