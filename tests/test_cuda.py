@@ -585,3 +585,66 @@ def test_grid_torch_compile_cuda():
         (g_eager,) = torch.autograd.grad(f(x, n).sum(), x)
         (g_comp,) = torch.autograd.grad(compiled(x, n).sum(), x)
         torch.testing.assert_close(g_comp, g_eager)
+
+
+# -- sample_positions: the tables the host plans and those filled on the device -------------------
+
+def _positions(sizes_in, sizes_out, seed):
+    """Sorted positions from before the first token to past the last, per axis."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.sort(torch.rand(o, generator=g, dtype=torch.float64) * (i + 1.5) - 0.75).values.tolist()
+            for i, o in zip(sizes_in, sizes_out)]
+
+
+# (old, new, channels): inline tables (a BEiT window 14 -> 24 and a 3-D grid);
+# rows tables filled on the device, several fill launches per axis (over 384
+# positions each) and a scratch row too wide for shared memory; a T table on
+# the device
+POSITION_CASES = [((27, 27), (47, 47), 16), ((3, 4, 5), (5, 3, 6), 8), ((30, 500), (40, 900), 8),
+                  ((2, 60, 60), (3, 90, 90), 8), ((8, 3, 3), (700, 4, 4), 8), ((900,), (2000,), 64)]
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact", "bilinear", "bicubic"])
+@pytest.mark.parametrize("old,new,channels", POSITION_CASES)
+def test_sample_positions_match_cpu(mode, old, new, channels):
+    """Forward and gradient, float32 and bfloat16: bit for bit the CPU op,
+    wherever the CUDA passes take their tables from."""
+    positions = _positions(old, new, 90)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = _grid_table(1, 1, 3, old, channels, dtype, "contiguous", 91, DEVICE)
+        kw = dict(mode=mode, num_suffix_tokens=3, sample_positions=positions)
+        xc = x.clone().requires_grad_()
+        out = interpolate_pos_embed(xc, list(new), list(old), 1, **kw)
+        g = torch.randn(out.shape, generator=torch.Generator().manual_seed(92)).to(dtype).to(DEVICE)
+        (gx,) = torch.autograd.grad(out, xc, g)
+        xh = x.cpu().requires_grad_()
+        out_h = interpolate_pos_embed(xh, list(new), list(old), 1, **kw)
+        (gh,) = torch.autograd.grad(out_h, xh, g.cpu())
+        what = f"sample_positions {mode} {old}->{new} {dtype}"
+        _assert_matches_cpu(out, out_h.detach(), mode, what)
+        _assert_matches_cpu(gx, gh, mode, f"{what} gradient")
+
+
+def test_sample_positions_graph_capture():
+    """Device-filled tables with positions are captured and replayed: the
+    positions travel in the launches, nothing is read from host memory."""
+    old, new = (30, 500), (40, 900)
+    positions = _positions(old, new, 93)
+    x = torch.randn(1, 30 * 500, 8, device=DEVICE)
+    args = (new, old, 0, "bicubic", None, False, None, 0, [p for axis in positions for p in axis])
+    _fwd(x, *args)  # warm up the plan cache and the allocator outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        y = _fwd(x, *args)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(y.cpu(), _fwd(x.cpu(), *args))
+
+
+def test_beit_geometric_resize_on_cuda():
+    from vitpe_ext.integrations.rel_pos import resize_rel_pos_bias_table
+    table = torch.randn(27 * 27 + 3, 16)
+    ours = resize_rel_pos_bias_table(table.to(DEVICE), (24, 24), (47 * 47 + 3, 16))
+    assert ours.device.type == "cuda"
+    assert torch.equal(ours.cpu(), resize_rel_pos_bias_table(table, (24, 24), (47 * 47 + 3, 16)))
