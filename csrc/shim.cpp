@@ -428,8 +428,9 @@ Resize describe(const char* who, const char* table_arg, int64_t tokens, ScalarTy
     const auto& o = *old_size;
     if (o.size() != n_axes)
       fail(who, ": old_size has ", static_cast<long>(o.size()), " values but new_size has ",
-           static_cast<long>(n_axes), ": both are the grid's sides ", axes_names(rank), ", got old_size ",
-           fmt_sizes(o), " and new_size ", fmt_sizes(new_size));
+           static_cast<long>(n_axes), ": both give one side per axis of the same grid ((length), "
+           "(height, width) or (time, height, width)), got old_size ", fmt_sizes(o), " and new_size ",
+           fmt_sizes(new_size));
     for (int64_t v : o)
       if (v < 1) fail(who, ": old_size must be positive ints ", axes_names(rank), ", got ", fmt_sizes(o));
     int64_t n = 1;

@@ -242,7 +242,9 @@ def main(argv=None) -> None:
     for r in rows:
         cells = []
         for key, _ in COLUMNS:
-            rel = f"{r[key] / r['max_abs_table']:.1%}" if r["max_abs_table"] else "0 (all-zero table)"
+            ratio = r[key] / r["max_abs_table"] if r["max_abs_table"] else 0.0
+            rel = ("0 (all-zero table)" if not r["max_abs_table"] else f"{ratio:.1%}" if ratio >= 1e-3
+                   else f"{ratio:.1e}")
             cells.append(f"{rel} ({r[key]:.2g})" + (f" {r['closest_plain']}" if key == "timm_vs_closest_plain" else ""))
         print(f"| {r['case']} | {r['table']} | " + " | ".join(cells) + " |")
     times = timings()

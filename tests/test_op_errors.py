@@ -98,6 +98,11 @@ CASES = {
     # -- old_size and square-grid inference
     "non_square_without_old_size": ("f(torch.randn(2, 1 + 3 * 4, 3), (5, 5))", V, ["old_size"]),
     "old_size_inconsistent": ("f(x, (5, 5), old_size=(3, 5))", V, ["old_size", "(3|15)"]),
+    # a 3-D old grid against a 2-D new one: the message names no one rank's axes as "the" sides
+    "old_size_rank_differs": ("f(torch.randn(1, 1 + 8, 3), (5, 5), old_size=(2, 2, 2))", V,
+                              [r"old_size has 3 values but new_size has 2: both give one side per axis of the same "
+                               r"grid \(\(length\), \(height, width\) or \(time, height, width\)\), got old_size "
+                               r"\[2, 2, 2\] and new_size \[5, 5\]"]),
     "old_size_zero": ("f(x, (5, 5), old_size=(0, 16))", V, ["old_size"]),
     "old_size_negative": ("f(x, (5, 5), old_size=(-4, -4))", V, ["old_size"]),
     "old_size_product_overflows": ("f(x, (5, 5), old_size=(2**32, 2**32))", V, ["old_size"]),

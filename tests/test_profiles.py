@@ -128,7 +128,7 @@ def test_profile_names():
 @pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
 @pytest.mark.parametrize("old, image_size", [(14, 384), (14, 160), (7, 224)])
 def test_torchvision_profile(dtype, mode, old, image_size):
-    from torchvision.models.vision_transformer import interpolate_embeddings
+    interpolate_embeddings = pytest.importorskip("torchvision.models.vision_transformer").interpolate_embeddings
     x = table(1 + old * old, dtype=dtype)
     expected = interpolate_embeddings(image_size, 16, OrderedDict({"encoder.pos_embedding": x}),
                                       interpolation_mode=mode)["encoder.pos_embedding"]
@@ -143,7 +143,7 @@ def test_torchvision_profile(dtype, mode, old, image_size):
 @pytest.mark.parametrize("new, old, prefix", [((24, 20), (14, 14), 1), ((7, 9), (14, 14), 2),
                                               ((16, 16), (10, 18), 0)])
 def test_timm_profile(dtype, kwargs, new, old, prefix):
-    from timm.layers import resample_abs_pos_embed
+    resample_abs_pos_embed = pytest.importorskip("timm.layers").resample_abs_pos_embed
     x = table(prefix + old[0] * old[1], dtype=dtype)
     expected = resample_abs_pos_embed(x, list(new), list(old), num_prefix_tokens=prefix, **kwargs)
     ours = dict(kwargs)

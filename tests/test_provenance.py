@@ -98,7 +98,7 @@ def test_find_record_across_model_prefixes():
 # -- where it lives --------------------------------------------------------------------
 
 def _tv_model():
-    from torchvision.models.vision_transformer import VisionTransformer
+    VisionTransformer = pytest.importorskip("torchvision.models.vision_transformer").VisionTransformer
     return VisionTransformer(image_size=64, patch_size=16, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64)
 
 
@@ -181,6 +181,7 @@ def _recorded_tv_state(**settings):
 
 
 def test_make_dynamic_warns_on_load_when_settings_differ():
+    pytest.importorskip("torchvision")
     from vitpe_ext.torchvision import make_dynamic
     model = make_dynamic(_tv_model())
     with pytest.warns(ProvenanceWarning) as caught:
@@ -193,6 +194,7 @@ def test_make_dynamic_warns_on_load_when_settings_differ():
 
 
 def test_make_dynamic_is_silent_when_settings_match_or_no_record(no_warnings):
+    pytest.importorskip("torchvision")
     from vitpe_ext.torchvision import make_dynamic
     model = make_dynamic(_tv_model())
     model.load_state_dict(_recorded_tv_state(profile="torchvision"))
@@ -206,6 +208,7 @@ def test_make_dynamic_is_silent_when_settings_match_or_no_record(no_warnings):
 
 
 def test_make_dynamic_provenance_argument_and_remake():
+    pytest.importorskip("torchvision")
     from vitpe_ext.torchvision import make_dynamic
     sd = _recorded_tv_state(mode="bilinear")
     with pytest.warns(ProvenanceWarning, match="make_dynamic\\(model, mode='bilinear'\\)") as caught:
@@ -223,6 +226,7 @@ def test_make_dynamic_provenance_argument_and_remake():
 
 
 def test_make_dynamic_unreadable_record_warns_and_loads():
+    pytest.importorskip("torchvision")
     from vitpe_ext.torchvision import make_dynamic
     sd = _tv_model().state_dict()
     sd._metadata[RECORD_KEY] = {"format": 1}
@@ -261,7 +265,7 @@ def test_resize_records_in_torch_files_and_strict_loading_still_works(tmp_path, 
     record = read_provenance(sd)["encoder.pos_embedding"]
     assert (record.source_grid, record.grid, record.last.label) == ((4, 4), (6, 6), "torchvision: bicubic ac")
     assert (record.last.num_prefix_tokens, record.last.new_patch) == (1, (16, 16))
-    from torchvision.models.vision_transformer import VisionTransformer
+    VisionTransformer = pytest.importorskip("torchvision.models.vision_transformer").VisionTransformer
     model = VisionTransformer(image_size=96, patch_size=16, num_layers=1, num_heads=2, hidden_dim=32, mlp_dim=64)
     model.load_state_dict(sd, strict=True)
 

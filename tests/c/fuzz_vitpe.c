@@ -3,7 +3,8 @@
  * One input (a byte string) decodes into one resize: both axes (sizes from 1
  * to far past the 2^24 limit, every mode and invalid ones, the flags in legal
  * and illegal combinations, opmath, scale_factor from 0 over tiny and huge to
- * NaN/inf and raw bit patterns), with_adjoint, and the tensors' layout (dtype,
+ * NaN/inf and raw bit patterns, sample positions: sorted ones in and around
+ * the grid, and unsorted, non-finite and out-of-range ones), with_adjoint, and the tensors' layout (dtype,
  * batch, prefix, channels, padded, broadcast, negative, overlapping and
  * invalid strides), then row splits and bad row ranges. Exhausted input reads
  * as zero bytes: the simplest choices.
@@ -138,7 +139,29 @@ static double decode_sf(reader *r, int64_t in, int64_t out) {
     return d;
 }
 
-static void decode_axis(reader *r, vitpe_axis *ax) {
+/* Sample positions for an axis of `out` outputs (at most MAX_POSITIONS):
+ * mostly sorted, in and a little around [0, in-1], now and then with
+ * repeats; else a broken rule (one decreasing step, a NaN or infinity, a
+ * value past the bound). */
+#define MAX_POSITIONS 4096
+static void decode_positions(reader *r, double *p, int64_t in, int64_t out) {
+    static const double odd[] = {NAN, INFINITY, -INFINITY, (double)LIM * 2.0, -(double)LIM * 2.0, (double)LIM,
+                                 -(double)LIM, 1e300};
+    const double span = (double)(in > 0 && in <= LIM ? in : 8) + 2.0;
+    double cur = -1.0 - (double)u8(r) / 128.0;
+    for (int64_t o = 0; o < out; o++) {
+        unsigned k = u8(r) % 8;
+        cur += k == 0 ? 0.0 : k < 7 ? span * (double)u8(r) / (256.0 * (double)out) * 2.0 : 0.5;
+        p[o] = cur;
+    }
+    if (out > 0 && u8(r) % 8 == 0) {
+        int64_t at = pick(r, 0, out - 1);
+        unsigned k = u8(r) % 3;
+        p[at] = k == 0 && at > 0 ? p[at - 1] - 0.25 : odd[u8(r) % (sizeof odd / sizeof odd[0])];
+    }
+}
+
+static void decode_axis(reader *r, vitpe_axis *ax, double *positions) {
     memset(ax, 0, sizeof *ax);
     ax->in_size = decode_size(r);
     ax->out_size = u8(r) % 4 == 0 ? ax->in_size : decode_size(r);
@@ -149,6 +172,12 @@ static void decode_axis(reader *r, vitpe_axis *ax) {
     ax->antialias = decode_flag(r);
     ax->opmath_double = (int32_t)(u8(r) % 2);
     ax->scale_factor = decode_sf(r, ax->in_size, ax->out_size);
+    if (u8(r) % 4 == 0 && ax->out_size >= 1 && ax->out_size <= MAX_POSITIONS) {
+        if (u8(r) % 2) /* mostly with the options positions allow */
+            ax->align_corners = ax->antialias = 0, ax->scale_factor = 0.0;
+        decode_positions(r, positions, ax->in_size, ax->out_size);
+        ax->positions = positions;
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -166,6 +195,14 @@ static int axis_spec(const vitpe_axis *ax) {
     if (ax->scale_factor > 0.0 && !mode.scale_factor) return VITPE_EINVAL;
     if (ax->scale_factor > 0.0 && floor((double)ax->in_size * ax->scale_factor) != (double)ax->out_size)
         return VITPE_EINVAL; /* F.interpolate would make another size */
+    if (ax->positions) { /* vitpe.h: point samplers, no uniform-mapping options, finite, bounded, sorted */
+        if (!vitpe_mode_samples_at(ax->mode) || ax->align_corners || ax->antialias || ax->scale_factor != 0.0)
+            return VITPE_EINVAL;
+        for (int64_t o = 0; o < ax->out_size; o++)
+            if (!isfinite(ax->positions[o]) || fabs(ax->positions[o]) > (double)LIM ||
+                (o > 0 && ax->positions[o] < ax->positions[o - 1]))
+                return VITPE_EINVAL;
+    }
     return VITPE_OK;
 }
 
@@ -208,10 +245,10 @@ static vitpe_plan *plan_stage(reader *r, const vitpe_axis *h, const vitpe_axis *
 static void describe(const vitpe_axis *h, const vitpe_axis *w, int adj) {
     snprintf(g_case, sizeof g_case,
              "H %lld->%lld W %lld->%lld mode %d/%d align_corners %d/%d antialias %d/%d opmath_double %d/%d "
-             "scale_factor %.17g/%.17g with_adjoint %d",
+             "scale_factor %.17g/%.17g positions %d/%d with_adjoint %d",
              (long long)h->in_size, (long long)h->out_size, (long long)w->in_size, (long long)w->out_size, h->mode,
              w->mode, h->align_corners, w->align_corners, h->antialias, w->antialias, h->opmath_double,
-             w->opmath_double, h->scale_factor, w->scale_factor, adj);
+             w->opmath_double, h->scale_factor, w->scale_factor, h->positions != NULL, w->positions != NULL, adj);
 }
 
 static int64_t decode_io_field(reader *r, int64_t small_hi, const int64_t *odd) {
@@ -221,9 +258,10 @@ static int64_t decode_io_field(reader *r, int64_t small_hi, const int64_t *odd) 
 
 static void execute(const uint8_t *data, size_t size) {
     reader r = {data, size};
+    static double h_positions[MAX_POSITIONS], w_positions[MAX_POSITIONS];
     vitpe_axis h, w;
-    decode_axis(&r, &h);
-    decode_axis(&r, &w);
+    decode_axis(&r, &h, h_positions);
+    decode_axis(&r, &w, w_positions);
     if (u8(&r) % 4) /* as the op: one mode and flags for both axes */
         w.mode = h.mode, w.align_corners = h.align_corners, w.antialias = h.antialias, w.opmath_double = h.opmath_double;
     const int adj = u8(&r) % 4 != 0;

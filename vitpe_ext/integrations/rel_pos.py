@@ -26,6 +26,7 @@ bias tables", measures that difference).
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import sys
@@ -259,6 +260,14 @@ def _beit_offsets(src: int, dst: int) -> List[float]:
 
 
 def beit_sample_positions(src: int, dst: int) -> List[float]:
+    """The sample positions BEiT's resize reads an axis of src offsets at to
+    make dst (old-grid units): see _beit_sample_positions. Cached: a model's
+    layers share a few (src, dst) pairs."""
+    return list(_beit_sample_positions(int(src), int(dst)))
+
+
+@functools.lru_cache(maxsize=64)
+def _beit_sample_positions(src: int, dst: int) -> Tuple[float, ...]:
     """The sample positions (old-grid units, old offset i at i) at which
     BEiT's resize reads an axis of src offsets to make dst: for each new
     integer offset in [-(dst // 2), dst // 2], its place between the two old
@@ -274,7 +283,7 @@ def beit_sample_positions(src: int, dst: int) -> List[float]:
     right = torch.bucketize(targets, coords).clamp(1, src - 1)
     left = right - 1
     frac = (targets - coords[left]) / (coords[right] - coords[left])
-    return (left.double() + frac).tolist()
+    return tuple((left.double() + frac).tolist())
 
 
 def resize_rel_pos_bias_table(
@@ -326,10 +335,11 @@ def resize_rel_pos_bias_table(
     sample_positions = [beit_sample_positions(src[0], dst[0]), beit_sample_positions(src[1], dst[1])]
     out = _resize(rel_pos_bias.float(), layout, src, dst, num_extra_tokens, dict(mode="bilinear"),
                   sample_positions)
-    if num_extra_tokens:  # timm never casts them
-        out = torch.cat([out[:-num_extra_tokens].to(rel_pos_bias.dtype), rel_pos_bias[-num_extra_tokens:]])
-        return out
-    return out.to(rel_pos_bias.dtype)
+    out = out.to(rel_pos_bias.dtype)
+    if num_extra_tokens and rel_pos_bias.dtype == torch.float64:
+        # timm never rounds them; the op copied their float32 values (exact for the half types)
+        out[-num_extra_tokens:] = rel_pos_bias[-num_extra_tokens:]
+    return out
 
 
 # -- routing timm's names (called by vitpe_ext.timm.patch / unpatch) ----------------------
