@@ -14,6 +14,7 @@ from timm.layers.pos_embed_rel import RelPosBias  # noqa: E402
 from timm.models import eva  # noqa: E402
 
 import vitpe_ext  # noqa: E402
+import vitpe_ext.timm as vitpe_timm  # noqa: E402
 
 from test_cli import assert_one_line_error, run  # noqa: E402
 
@@ -71,7 +72,9 @@ def test_rel_pos_tables_and_pos_embed_both_resized(tmp_path, capsys):
     assert not [k for k in new if k.endswith("relative_position_index")]
     for block in range(TINY["depth"]):
         key = f"blocks.{block}.attn.rel_pos.relative_position_bias_table"
-        assert torch.equal(new[key], vitpe_ext.resize_rel_pos_bias(old[key], 4, 6, num_extra_tokens=3))
+        # BEiT's geometric resize (EVA's tables are BEiT's; timm's BEiT filter runs it), by default
+        want = vitpe_timm.resize_rel_pos_bias_table(old[key], (6, 6), (11 * 11 + 3, 2), old_window_size=(4, 4))
+        assert torch.equal(new[key], want)
         RelPosBias((6, 6), 2, prefix_tokens=1).load_state_dict(
             {"relative_position_bias_table": new.pop(key)}, strict=True)
     tiny_eva(48).load_state_dict(new, strict=True)

@@ -177,6 +177,9 @@ def _edit_config(folder, **changes):
                                                         "relative-position-bias window is the patch grid); resize "
                                                         "the image size alone (--image-size)"]),
     ({}, ["--image-size", "44"], ["image height 44 is not a multiple of the patch size 8; choose 40 or 48"]),
+    ({}, ["--image-size", "48", "--rel-pos", "timm"], ["--rel-pos is for timm checkpoints; a beit model folder's "
+                                                       "tables are resized as transformers resizes them at another "
+                                                       "size (evenly, bilinear)"]),
     (dict(use_shared_relative_position_bias=True), ["--image-size", "48"],
      ["use_shared_relative_position_bias is True but", "holds no such table; config.json and the weights disagree"]),
     (dict(use_absolute_position_embeddings=True), ["--image-size", "48"],

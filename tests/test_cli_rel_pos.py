@@ -1,9 +1,10 @@
 """`vitpe resize` / `vitpe inspect` on relative-position-bias tables of tiny
 random timm models (Swin v1, BEiT; no downloads): the output loads into the
-model built at the new size with strict=True, each table equals timm's own
-plain-bicubic resizer (resize_rel_pos_bias_table_simple, not the geometric
-one checkpoint_filter_fn uses), and the keys are what timm's
-checkpoint_filter_fn keeps."""
+model built at the new size with strict=True, and the keys are what timm's
+checkpoint_filter_fn keeps. Each table equals what timm's checkpoint_filter_fn
+makes of the original (its geometric resize_rel_pos_bias_table, to float32
+rounding) by default, and timm's plain-bicubic resize_rel_pos_bias_table_simple
+with --rel-pos even."""
 from __future__ import annotations
 
 import pytest
@@ -57,17 +58,18 @@ def resize(tmp_path, capsys, sd, *argv):
     return torch.load(out, weights_only=True), stdout
 
 
-def check_against_timm(old_sd, new_sd, new_model, filter_fn):
+def check_against_timm(old_sd, new_sd, new_model, filter_fn, even=False):
     new_model.load_state_dict(new_sd, strict=True)
-    expected_keys = set(filter_fn(dict(old_sd), new_model))
-    assert set(new_sd) == expected_keys
+    filtered = filter_fn(dict(old_sd), new_model)
+    assert set(new_sd) == set(filtered)
     simple = timm_simple()
     for name, table in new_sd.items():
         if name.endswith("relative_position_bias_table"):
             module = new_model.get_submodule(name[:-len(".relative_position_bias_table")])
-            want = simple(old_sd[name], tuple(module.window_size), tuple(table.shape))
+            # timm's geometric resize (float32 distance arithmetic) and the op's at its positions: 3e-6 x max
+            want = simple(old_sd[name], tuple(module.window_size), tuple(table.shape)) if even else filtered[name]
             scale = old_sd[name].abs().max()
-            torch.testing.assert_close(table, want, atol=2e-6 * scale, rtol=0)
+            torch.testing.assert_close(table, want, atol=(2e-6 if even else 3e-6) * scale, rtol=0)
         else:
             assert torch.equal(table, old_sd[name]), name  # every other key bit for bit
     with torch.no_grad():
@@ -94,6 +96,21 @@ def test_swin_window_clamped_per_stage_like_timm(tmp_path, capsys):
     check_against_timm(old_sd, new_sd, model, swin_transformer.checkpoint_filter_fn)
 
 
+@pytest.mark.parametrize("family", ["beit", "swin"])
+def test_rel_pos_even_is_timms_simple_resize(tmp_path, capsys, family):
+    old_sd = with_old_buffers(tiny_beit(32) if family == "beit" else tiny_swin(32, 4))
+    argv = ["--image-size", "48", "--rel-pos", "even"] + ([] if family == "beit" else ["--window", "6"])
+    new_sd, stdout = resize(tmp_path, capsys, old_sd, *argv)
+    assert "per-axis bicubic of the offset grid" in stdout
+    model = tiny_beit(48) if family == "beit" else tiny_swin(48, 6)
+    check_against_timm(old_sd, new_sd, model,
+                       (beit if family == "beit" else swin_transformer).checkpoint_filter_fn, even=True)
+    # --mode applies with --rel-pos even: bilinear is another table
+    new_bilinear, _ = resize(tmp_path, capsys, old_sd, *argv, "--mode", "bilinear", "--force")
+    name = next(k for k in new_sd if k.endswith("relative_position_bias_table"))
+    assert not torch.equal(new_bilinear[name], new_sd[name])
+
+
 def test_swin_default_window_is_the_checkpoints(tmp_path, capsys):
     old_sd = with_old_buffers(tiny_swin(32, 4))
     # grid 12: stages 12, 6, 3; window 4 stays except the last stage, clamped to 3
@@ -111,7 +128,8 @@ def test_dry_run_and_inspect(tmp_path, capsys):
     assert "layers.2.blocks.0.attn.relative_position_bias_table: swin" in stdout and "window 4x4" in stdout
 
 
-@pytest.mark.parametrize("case", ["beit-window", "swinv2", "window-without-tables", "patch-size"])
+@pytest.mark.parametrize("case", ["beit-window", "swinv2", "window-without-tables", "patch-size", "mode-without-rel-pos",
+                                  "rel-pos-without-tables"])
 def test_refused_with_one_line(tmp_path, capsys, case):
     src, out = tmp_path / "in.pth", tmp_path / "out.pth"
     argv = ["--image-size", "48"]
@@ -126,6 +144,16 @@ def test_refused_with_one_line(tmp_path, capsys, case):
         sd = {"pos_embed": torch.randn(1, 17, 8), "cls_token": torch.zeros(1, 1, 8),
               "patch_embed.proj.weight": torch.randn(8, 3, 8, 8)}
         argv, needle = argv + ["--window", "6"], "has none"
+    elif case == "mode-without-rel-pos":
+        sd, argv = with_old_buffers(tiny_beit(32)), argv + ["--mode", "bilinear"]
+        needle = ("--mode with relative-position-bias tables (blocks.0.attn.relative_position_bias_table, ...): "
+                  "timm's recipe for them (--rel-pos timm, the default) is bilinear at fixed offsets; pass "
+                  "--rel-pos even to resize them with --mode, or --rel-pos timm to apply it to the absolute "
+                  "table alone")
+    elif case == "rel-pos-without-tables":
+        sd = {"pos_embed": torch.randn(1, 17, 8), "cls_token": torch.zeros(1, 1, 8),
+              "patch_embed.proj.weight": torch.randn(8, 3, 8, 8)}
+        argv, needle = argv + ["--rel-pos", "even"], "--rel-pos chooses how relative-position-bias tables are resized"
     else:
         sd, argv, needle = with_old_buffers(tiny_beit(32)), ["--patch-size", "4"], "--patch-size with relative"
     torch.save(sd, src)

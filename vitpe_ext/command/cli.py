@@ -176,6 +176,16 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
     if args.window is not None and not rel_tables:
         raise CheckpointError(f"{src}: --window sets the attention window of Swin's relative-position-bias "
                               f"tables, and {src} has none")
+    if args.rel_pos is not None and not rel_tables:
+        raise CheckpointError(f"{src}: --rel-pos chooses how relative-position-bias tables are resized, and {src} "
+                              f"has none")
+    mode_flags = [flag for flag, value in (("--mode", args.mode), ("--align-corners", args.align_corners),
+                                           ("--antialias", args.antialias)) if value is not None]
+    if rel_tables and mode_flags and args.rel_pos is None:
+        raise CheckpointError(f"{src}: {mode_flags[0]} with relative-position-bias tables ({rel_tables[0].name}, "
+                              f"...): timm's recipe for them (--rel-pos timm, the default) is bilinear at fixed "
+                              f"offsets; pass --rel-pos even to resize them with {mode_flags[0]}, or --rel-pos timm "
+                              f"to apply it to the absolute table alone")
     if rel_tables and args.patch_size is not None:
         raise CheckpointError(f"{src}: --patch-size with relative-position-bias tables ({rel_tables[0].name}, ...) "
                               f"is not supported; resize the image size alone (--image-size)")
@@ -227,7 +237,8 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
     drops = []
     if rel_tables:
         # the op's settings only: a --profile is an absolute table's library recipe
-        settings = {"mode": args.mode, "align_corners": args.align_corners, "antialias": args.antialias}
+        settings = ({"mode": args.mode, "align_corners": args.align_corners, "antialias": args.antialias}
+                    if args.rel_pos == "even" else None)
         rel_changes, drops = plan_rel_pos(ckpt, rel_tables, args.image_size, args.window, settings,
                                           args.allow_nonfinite, compute=not args.dry_run, log=log)
         changes += rel_changes
@@ -604,6 +615,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Swin: the new attention window (timm's window_size=), clamped per stage to the "
                         "feature map as timm does; the relative-position-bias tables are resized to it "
                         "(default: the checkpoint's window). BEiT's window is the patch grid: --image-size sets it")
+    p.add_argument("--rel-pos", choices=("timm", "even"), default=None,
+                   help="how timm relative-position-bias tables (Swin v1, BEiT, EVA) are resized: timm "
+                        "(default): as timm's checkpoint_filter_fn does when it loads them at another size "
+                        "(BEiT's geometric-progression offsets, bilinear, float32); even: an evenly spaced "
+                        "per-axis resize of the offset grid with --mode/--align-corners/--antialias (default "
+                        "bicubic, timm's resize_rel_pos_bias_table_simple)")
     _add_method_args(p)
     p.add_argument("--force", action="store_true", help="overwrite an existing OUT")
     p.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")

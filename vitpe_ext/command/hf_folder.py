@@ -192,6 +192,10 @@ def _note(line: str) -> None:
 def _plan_set(cfg: ModelConfig, folder: Path, wset: WeightSet, args, log: Callable[[str], None]) -> SetPlan:
     """Every check first, as resize_file does; the tables only when not a dry run."""
     loaded = _Loaded(folder, wset)
+    if getattr(args, "rel_pos", None) is not None:
+        raise CheckpointError(f"{cfg.path}: --rel-pos is for timm checkpoints; a {cfg.type.name} model folder's "
+                              f"tables are resized as transformers resizes them at another size (evenly, "
+                              f"bilinear), which from_pretrained at the new size reproduces")
     if cfg.type.rel_pos and args.patch_size is not None:
         raise CheckpointError(f"{cfg.path}: --patch-size with a {cfg.type.name} model is not supported (its "
                               f"relative-position-bias window is the patch grid); resize the image size alone "

@@ -1,7 +1,6 @@
 """Relative-position-bias tables in timm checkpoints, for `vitpe resize` and
-`vitpe inspect`: find them, work out each one's new attention window, resize it
-with vitpe_ext.resize_rel_pos_bias, and drop the index buffers that timm
-rebuilds itself.
+`vitpe inspect`: find them, work out each one's new attention window, resize it,
+and drop the index buffers that timm rebuilds itself.
 
     Swin v1  layers.{i}.blocks.{j}.attn.relative_position_bias_table  (2W-1)^2 x heads
     BEiT     blocks.{j}.attn.relative_position_bias_table             (2G-1)^2 + 3 x heads
@@ -14,10 +13,13 @@ it. Swin's window is a model setting (timm's window_size=), given with
 --window (default: the checkpoint's own); timm clamps it per stage to the
 stage's feature map, so each stage's window also depends on --image-size.
 
-The resize is the op's per-axis resize of the (2W-1) x (2W-1) offset grid
-(bicubic by default), NOT timm's resize_rel_pos_bias_table (the geometric
-progression of BEiT, which checkpoint_filter_fn uses); README,
-"Relative-position-bias tables", measures the difference.
+The resize (--rel-pos) is by default timm's own: resize_rel_pos_bias_table,
+BEiT's geometric-progression offsets read bilinearly, which the Swin and BEiT
+checkpoint_filter_fn run when they load a table at another window, so the
+output is what timm would have made of the original (to float32 rounding).
+--rel-pos even is the op's evenly spaced per-axis resize of the (2W-1) x
+(2W-1) offset grid with the command's --mode (bicubic by default: timm's
+_simple); README, "Relative-position-bias tables", measures the difference.
 
 timm's checkpoint_filter_fn for both families drops every
 relative_position_index buffer (and Swin's attn_mask): timm >= 0.9 keeps them
@@ -33,7 +35,7 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-from ..integrations.rel_pos import resize_rel_pos_bias
+from ..integrations.rel_pos import resize_rel_pos_bias, resize_rel_pos_bias_table
 from .checkpoint import Checkpoint, CheckpointError, Key, find_embedding_keys, Pair, format_pair, key_name, nonfinite_summary
 from .resizing import Change, check_fits
 
@@ -206,9 +208,12 @@ def new_windows(ckpt: Checkpoint, tables: List[RelPosTable], image_size: Optiona
 
 
 def plan_rel_pos(ckpt: Checkpoint, tables: List[RelPosTable], image_size: Optional[Pair], window: Optional[Pair],
-                 settings: dict, allow_nonfinite: bool, compute: bool, log: Callable[[str], None]
+                 settings: Optional[dict], allow_nonfinite: bool, compute: bool, log: Callable[[str], None]
                  ) -> Tuple[List[Change], List[Key]]:
-    """(the tables to replace, the buffers to drop). Every check runs before any table is computed."""
+    """(the tables to replace, the buffers to drop). settings None: timm's recipe
+    (resize_rel_pos_bias_table, what its checkpoint_filter_fn runs); else the
+    op's settings for an even per-axis resize. Every check runs before any
+    table is computed."""
     windows = new_windows(ckpt, tables, image_size, window)
     for table in tables:
         bad = nonfinite_summary(ckpt.get(table.key), 0)
@@ -227,13 +232,17 @@ def plan_rel_pos(ckpt: Checkpoint, tables: List[RelPosTable], image_size: Option
         resized = None
         if compute:
             try:
-                resized = resize_rel_pos_bias(ckpt.get(table.key), table.window, new,
-                                              num_extra_tokens=table.extra, **settings)
+                resized = (resize_rel_pos_bias_table(ckpt.get(table.key), new, shape, old_window_size=table.window)
+                           if settings is None else
+                           resize_rel_pos_bias(ckpt.get(table.key), table.window, new,
+                                               num_extra_tokens=table.extra, **settings))
             except ValueError as exc:  # the op's argument checks (a mode it refuses, ...)
                 raise CheckpointError(f"{ckpt.path}: {table.name}: {str(exc).splitlines()[0]}") from None
         extra = f", {table.extra} extra rows copied" if table.extra else ""
+        how = ("timm's geometric-progression resize, as its checkpoint_filter_fn" if settings is None
+               else f"per-axis {settings.get('mode') or 'bicubic'} of the offset grid")
         log(f"{ckpt.path}: {table.name} {old_shape} -> {shape}: {table.family} window {format_pair(table.window)} "
-            f"-> {format_pair(new)} (per-axis {settings.get('mode') or 'bicubic'} of the offset grid{extra})")
+            f"-> {format_pair(new)} ({how}{extra})")
         changes.append(Change(table.key, old_shape, shape, resized))
     # timm's checkpoint_filter_fn drops these for both families (and attn_mask for Swin), whatever the window
     drops = []
