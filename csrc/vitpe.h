@@ -90,7 +90,8 @@ typedef struct vitpe_axis {
                                   align_corners, antialias or scale_factor. Outside
                                   [0, in_size-1] the edge sample is repeated: at each p,
                                   F.grid_sample(padding_mode="border", align_corners=True)'s
-                                  value (nearest: halves to even). A plan copies
+                                  value (nearest: halves to even), the tap math in double
+                                  whatever opmath_double says. A plan copies
                                   them; the caller's array need only live through the call
                                   that is given it. */
 } vitpe_axis;

@@ -211,10 +211,12 @@ VITPE_HD int64_t vitpe__cubic_taps(double r, int64_t in, int64_t *start, double 
  * is what F.grid_sample(padding_mode="border", align_corners=True) computes
  * at p. The nearest modes take the sample nearest p, halves to even as
  * grid_sample's nearbyint: a position is a sample's coordinate, not the left
- * edge of a cell. */
+ * edge of a cell. The math runs in double whatever the data: there is no
+ * ATen arithmetic to reproduce here, and float would round a position near
+ * 40 to 4e-6, a weight error of that times the neighbours' difference. */
 VITPE_HD int64_t vitpe__taps_at(const vitpe_axis *ax, double p, int64_t *start, double *w) {
-    const int dbl = ax->opmath_double;
-    const double r = vitpe__r(p, dbl);
+    const int dbl = 1;
+    const double r = p;
     switch (vitpe__mode_taps(ax->mode)) {
     case VITPE_TAPS_LINEAR: return vitpe__linear_taps(r < 0.0 ? 0.0 : r, ax->in_size, start, w, dbl);
     case VITPE_TAPS_CUBIC: return vitpe__cubic_taps(r, ax->in_size, start, w, dbl);

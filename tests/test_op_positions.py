@@ -187,3 +187,17 @@ def test_errors_name_the_problem(kwargs, message):
         vt.interpolate_pos_embed(table, (3, 3), (2, 2), 1, **args)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_float32_positions_are_not_rounded_to_float():
+    """The tap math of given positions runs in double for float32 data too: a
+    position near 50 rounded to float moves by up to 2e-6, and the output by
+    that times the neighbours' difference (N(0,1): up to ~1e-5); in double
+    only the weights' and sums' float32 rounding is left."""
+    g = torch.Generator().manual_seed(17)
+    table = torch.randn(1, 64, 32, generator=g)
+    positions = [torch.sort(32 + 31 * torch.rand(200, generator=g, dtype=torch.float64)).values.tolist()]
+    for mode in ("bilinear", "bicubic"):
+        out = vt.interpolate_pos_embed(table, (200,), (64,), 0, mode=mode, sample_positions=positions)
+        ref = sampled_interpolate(table, (200,), (64,), positions, 0, mode)
+        assert (out.double() - ref).abs().max().item() < 1.5e-6, mode

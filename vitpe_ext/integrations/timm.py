@@ -30,11 +30,11 @@ from ..op import interpolate_pos_embed
 from ..op.function import as_size, interpolate_resolved
 from ._patching import Patcher, PatchHandle
 from . import rel_pos
-from .rel_pos import (resize_rel_pos_bias_table, resize_rel_pos_bias_table_levit,
+from .rel_pos import (beit_sample_positions, resize_rel_pos_bias_table, resize_rel_pos_bias_table_levit,
                       resize_rel_pos_bias_table_simple)
 
 __all__ = ["resample_abs_pos_embed", "resize_rel_pos_bias_table_simple", "resize_rel_pos_bias_table_levit",
-           "resize_rel_pos_bias_table", "patch", "unpatch"]
+           "resize_rel_pos_bias_table", "beit_sample_positions", "patch", "unpatch"]
 
 _logger = logging.getLogger("vitpe_ext.timm")  # the path users import it by
 

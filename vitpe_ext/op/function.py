@@ -314,7 +314,7 @@ def interpolate_pos_embed(
         (nearest and nearest-exact take the nearest token, bilinear, bicubic) without
         align_corners, antialias, scale_factor or profile. BEiT's
         geometric-progression resize of relative-position tables is one
-        (vitpe_ext.rel_pos.beit_sample_positions).
+        (vitpe_ext.timm.beit_sample_positions).
 
     Returns (B, P + Hout*Wout + S, C) (the new grid's tokens; or 2-D if given
     2-D), contiguous, same dtype and device; differentiable to any order.
