@@ -618,6 +618,14 @@ bool plan_for(const vitpe_plan* p, const Resize& r) {
 constexpr size_t kPlanCacheEntries = 16;
 constexpr size_t kPlanCacheBytes = size_t(32) << 20;
 
+// What a cached plan holds: its tables and its copy of any sample positions.
+size_t plan_bytes(const vitpe_plan* p) {
+  size_t bytes = p->layout.bytes;
+  for (const vitpe_axis* ax : {&p->t, &p->h, &p->w})
+    if (ax->positions) bytes += static_cast<size_t>(ax->out_size) * sizeof(double);
+  return bytes;
+}
+
 std::shared_ptr<const vitpe_plan> get_plan(const Resize& r, bool adjoint) {
   static std::mutex mutex;
   static std::vector<std::shared_ptr<const vitpe_plan>> recent;  // most recently used first
@@ -637,13 +645,13 @@ std::shared_ptr<const vitpe_plan> get_plan(const Resize& r, bool adjoint) {
   std::shared_ptr<const vitpe_plan> plan(raw, [](const vitpe_plan* p) {
     vitpe_plan_destroy(const_cast<vitpe_plan*>(p));
   });
-  const size_t bytes = plan->layout.bytes;
+  const size_t bytes = plan_bytes(plan.get());
   if (bytes > kPlanCacheBytes) return plan;
   std::lock_guard<std::mutex> lock(mutex);
   recent.insert(recent.begin(), plan);
   cached_bytes += bytes;
   while (recent.size() > kPlanCacheEntries || cached_bytes > kPlanCacheBytes) {
-    cached_bytes -= recent.back()->layout.bytes;
+    cached_bytes -= plan_bytes(recent.back().get());
     recent.pop_back();
   }
   return plan;

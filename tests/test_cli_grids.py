@@ -89,6 +89,8 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
      "--old-grid 2x3x3 with --prefix-tokens 0 needs 18 tokens, but pos_embed has 19"),
     (["--old-grid", "2x3x3", "--grid", "4x3x5", "--sincos"],
      "--sincos is for 2-D tables; a TxHxW table is interpolated (drop it)"),
+    (["--old-grid", "2x3x3", "--grid", "4x3x5", "--rel-pos", "even"],
+     "--rel-pos is for 2-D tables; a TxHxW table is interpolated (drop it)"),
     (["--old-grid", "2x3x3", "--grid", "4x3x5", "--mode", "lanczos3", "--align-corners"],
      "align_corners=True is only valid for bilinear and bicubic, not mode 'lanczos3'"),
 ])

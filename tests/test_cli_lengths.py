@@ -95,10 +95,12 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
      "--grid does not apply to a 1-D table (--length/--old-length); drop it"),
     (["--old-length", "20", "--length", "32", "--sincos"],
      "--sincos does not apply to a 1-D table (--length/--old-length); drop it"),
+    (["--old-length", "8", "--length", "16", "--rel-pos", "even"],
+     "--rel-pos does not apply to a 1-D table (--length/--old-length); drop it"),
     (["--old-length", "20", "--old-grid", "20", "--length", "32"],
      "--old-length is a 1-D table's length and --old-grid a 2-D/3-D grid; give one (--old-grid 20x20 means that "
      "grid, not a length)"),
-    (["--old-length", "24", "--length", "32"], "audio.pth: --old-grid 24 needs 24 tokens, but pos_embed has 21"),
+    (["--old-length", "24", "--length", "32"], "audio.pth: --old-length 24 needs 24 tokens, but pos_embed has 21"),
     (["--old-length", "20", "--length", "32", "--mode", "trilinear"],
      "mode 'trilinear' is F.interpolate's name for grids of rank 3"),
 ])

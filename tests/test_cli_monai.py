@@ -81,3 +81,5 @@ def test_inspect_with_the_old_grid(tmp_path, capsys):
     assert code == 0, err
     row = next(line for line in stdout.splitlines() if line.startswith(KEY))
     assert "(1, 216, 8)" in row and "monai -> hf" in row and " 6x6x6 " in row
+    # a 3-D kernel gives no 2-D patch size: neither a "?" nor a footer claiming one
+    assert " ? " not in row and "patch size from" not in stdout

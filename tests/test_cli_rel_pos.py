@@ -129,7 +129,7 @@ def test_dry_run_and_inspect(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("case", ["beit-window", "swinv2", "window-without-tables", "patch-size", "mode-without-rel-pos",
-                                  "rel-pos-without-tables"])
+                                  "rel-pos-without-tables", "mode-for-no-absolute-table"])
 def test_refused_with_one_line(tmp_path, capsys, case):
     src, out = tmp_path / "in.pth", tmp_path / "out.pth"
     argv = ["--image-size", "48"]
@@ -150,6 +150,10 @@ def test_refused_with_one_line(tmp_path, capsys, case):
                   "timm's recipe for them (--rel-pos timm, the default) is bilinear at fixed offsets; pass "
                   "--rel-pos even to resize them with --mode, or --rel-pos timm to apply it to the absolute "
                   "table alone")
+    elif case == "mode-for-no-absolute-table":
+        sd, argv = with_old_buffers(tiny_beit(32)), argv + ["--rel-pos", "timm", "--mode", "bilinear"]
+        needle = ("--mode with --rel-pos timm applies to absolute tables, and", "has none (only "
+                  "relative-position-bias tables); drop it, or pass --rel-pos even")
     elif case == "rel-pos-without-tables":
         sd = {"pos_embed": torch.randn(1, 17, 8), "cls_token": torch.zeros(1, 1, 8),
               "patch_embed.proj.weight": torch.randn(8, 3, 8, 8)}
@@ -158,5 +162,5 @@ def test_refused_with_one_line(tmp_path, capsys, case):
         sd, argv, needle = with_old_buffers(tiny_beit(32)), ["--patch-size", "4"], "--patch-size with relative"
     torch.save(sd, src)
     code, _, err = run(["resize", src, out, *argv], capsys)
-    assert_one_line_error(code, err, needle)
+    assert_one_line_error(code, err, *([needle] if isinstance(needle, str) else needle))
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in.pth"]

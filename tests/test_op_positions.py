@@ -164,8 +164,10 @@ ERRORS = [
                                                 "align_corners=True sets; pass one or the other"),
     (dict(mode="bicubic", antialias=True), "the uniform mapping that antialias=True sets"),
     (dict(scale_factor=(1.5, 1.5)), "the uniform mapping that scale_factor sets"),
-    (dict(sample_positions=[[0, 1, 2], [0, 1]]), "sample_positions must hold one position per output of every "
-                                                  "axis, outermost first: 3 + 3 = 6 values for new_size [3, 3], got 5"),
+    (dict(sample_positions=[[0, 1, 2], [0, 1]]), "sample_positions[1] has 2 positions but new_size[1] is 3: one "
+                                                  "position per output of that axis"),
+    # the total is right but not the split: the op alone would read it as [[0, 1, 2], [3, 4, 5]]
+    (dict(sample_positions=[[0, 1, 2, 3], [4, 5]]), "sample_positions[0] has 4 positions but new_size[0] is 3"),
     (dict(sample_positions=[[0, 2, 1], [0, 1, 2]]), "sample_positions must not decrease along an axis: the height "
                                                      "axis has 1 at output 2 after 2"),
     (dict(sample_positions=[[0, 1, 2], [0, float("inf"), 2]]), "sample_positions must be finite and within "
@@ -201,3 +203,20 @@ def test_float32_positions_are_not_rounded_to_float():
         out = vt.interpolate_pos_embed(table, (200,), (64,), 0, mode=mode, sample_positions=positions)
         ref = sampled_interpolate(table, (200,), (64,), positions, 0, mode)
         assert (out.double() - ref).abs().max().item() < 1.5e-6, mode
+
+
+def test_the_op_checks_the_total():
+    """torch.ops.vitpe.* takes the flat list: its own check is the total."""
+    with pytest.raises(ValueError, match=r"sample_positions must hold one position per output of every axis, "
+                                         r"outermost first: 3 \+ 3 = 6 values for new_size \[3, 3\], got 5"):
+        torch.ops.vitpe.interpolate_pos_embed(torch.randn(1, 5, 2), [3, 3], [2, 2], 1, "bilinear", None, False, None,
+                                              0, [0.0, 1.0, 2.0, 0.0, 1.0])
+
+
+def test_torchscript_checks_the_count_per_axis():
+    class Resize(torch.nn.Module):
+        def forward(self, x):
+            return vt.interpolate_pos_embed(x, [2, 2], [2, 2], 1, "nearest",
+                                            sample_positions=[[0.0, 1.0, 1.0], [0.0]])
+    with pytest.raises(Exception, match="sample_positions"):
+        torch.jit.script(Resize())(torch.randn(1, 5, 3))

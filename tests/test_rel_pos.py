@@ -371,6 +371,24 @@ def test_swin_and_beit_load_through_the_op_under_patch(build, module, op_calls):
     assert target(torch.randn(1, 3, 48, 48)).shape == (1, 10)
 
 
+def test_swin_stage_of_window_one_under_patch(op_calls):
+    """A 1x1 feature map makes a 1x1 window; timm resizes its 1x1 offset grid to the new one."""
+    def build():
+        torch.manual_seed(0)
+        return swin_transformer.SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=16,
+                                                depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), num_classes=10).eval()
+    theirs, ours = build(), build()
+    sd = randomized(theirs, "relative_position_bias_table")
+    theirs.load_state_dict(sd, strict=False)
+    ours.load_state_dict(sd, strict=False)
+    theirs.set_input_size(img_size=64, window_size=4)
+    with vtimm.patch():
+        ours.set_input_size(img_size=64, window_size=4)
+    assert op_calls
+    for (k, a), b in zip(theirs.state_dict().items(), ours.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=GEOMETRIC_TOL * max(a.abs().max().item(), 1), rtol=0, msg=k)
+
+
 def test_swin_set_input_size_through_the_op(op_calls):
     theirs, ours = small_swin(32, 4), small_swin(32, 4)
     sd = randomized(theirs, "relative_position_bias_table")
@@ -397,7 +415,10 @@ def test_scipy_spline_stays_timms(monkeypatch):
 
 # -- resize_rel_pos_bias_table: BEiT's geometric resize at the op's sample positions ----------------
 
-GEOMETRIC_CASES = [(7, 12, 3), (12, 7, 3), (14, 24, 0), ((8, 6), (12, 10), 0), (7, (7, 12), 3), (16, 32, 3)]
+# big windows: a float32 position near 60 would move by 4e-6 (the op's tap math is double);
+# a window of 1 (a Swin stage on a 1x1 feature map): one offset, read everywhere
+GEOMETRIC_CASES = [(7, 12, 3), (12, 7, 3), (14, 24, 0), ((8, 6), (12, 10), 0), (7, (7, 12), 3), (16, 32, 3),
+                   (40, 24, 3), (64, 48, 0), ((1, 4), (3, 4), 0), (1, 5, 3)]
 
 
 @pytest.mark.parametrize("old, new, extra, layout", [(*case, "flat") for case in GEOMETRIC_CASES] +

@@ -526,20 +526,21 @@ def describe(ckpt: Checkpoint, key: Key, prefix_tokens: Optional[int] = None,
     if old_grid is None and family is not None and family.name == "monai" and weight_patch is None:
         _refuse_monai_guess(ckpt, name, tokens, patch_key)
     if old_grid is not None:
-        grid_tokens = math.prod(old_grid)  # rank 2, or 3 (TxHxW)
+        grid_tokens = math.prod(old_grid)  # rank 1 (--old-length), 2, or 3 (TxHxW)
+        given = f"--old-length {old_grid[0]}" if len(old_grid) == 1 else f"--old-grid {format_pair(old_grid)}"
         prefix = tokens - grid_tokens
         if prefix < 0 or (prefix_tokens is not None and prefix != prefix_tokens):
             want = grid_tokens + (prefix_tokens or 0)
-            raise CheckpointError(f"{ckpt.path}: --old-grid {format_pair(old_grid)}"
+            raise CheckpointError(f"{ckpt.path}: {given}"
                                   f"{'' if prefix_tokens is None else f' with --prefix-tokens {prefix_tokens}'}"
                                   f" needs {want} tokens, but {name} has {tokens}")
         hints = _prefix_hints(ckpt, key, family, model_prefix)
         if prefix_tokens is None and hints and prefix not in hints:
             counts = " or ".join(map(str, hints))
-            raise CheckpointError(f"{ckpt.path}: --old-grid {format_pair(old_grid)} leaves {prefix} prefix tokens "
+            raise CheckpointError(f"{ckpt.path}: {given} leaves {prefix} prefix tokens "
                                   f"in {name} ({tokens} tokens), but this {family_name} table has {counts}; "
-                                  f"check --old-grid (or pass --prefix-tokens {prefix} if the table really has "
-                                  f"that many)")
+                                  f"check {given.split()[0]} (or pass --prefix-tokens {prefix} if the table really "
+                                  f"has that many)")
         grid = tuple(old_grid)
     elif prefix_tokens is not None:
         if not 0 <= prefix_tokens < tokens or not _is_square(tokens - prefix_tokens):

@@ -190,6 +190,9 @@ def resize_file(src: Path, out: Path, args, log=print, swept: Optional[Set[Path]
         raise CheckpointError(f"{src}: --patch-size with relative-position-bias tables ({rel_tables[0].name}, ...) "
                               f"is not supported; resize the image size alone (--image-size)")
     embs = _describe_tables(ckpt, args, patch_from_args=False, optional=bool(rel_tables))
+    if rel_tables and mode_flags and args.rel_pos == "timm" and not embs:
+        raise CheckpointError(f"{src}: {mode_flags[0]} with --rel-pos timm applies to absolute tables, and {src} "
+                              f"has none (only relative-position-bias tables); drop it, or pass --rel-pos even")
     check_storable(ckpt, out)
     changes, kernels, steps, records = [], {}, {}, {}
     for emb in embs:
@@ -405,7 +408,8 @@ def _check_length_args(args) -> None:
                               "does not tell the prefix tokens from the sequence)")
     given = [flag for flag, value in (("--image-size", args.image_size), ("--patch-size", args.patch_size),
                                       ("--grid", args.grid), ("--old-grid", args.old_grid),
-                                      ("--window", args.window), ("--sincos", args.sincos or None))
+                                      ("--window", args.window), ("--sincos", args.sincos or None),
+                                      ("--rel-pos", args.rel_pos))
              if value is not None]
     if given:
         raise CheckpointError(f"{given[0]} does not apply to a 1-D table (--length/--old-length); drop it")
@@ -431,9 +435,10 @@ def _check_grid_args(args) -> None:
     if len(old) != len(new):
         raise CheckpointError(f"--old-grid {format_pair(old)} is a 2-D grid and --grid {format_pair(new)} a 3-D "
                               f"one; give both as TxHxW")
-    if args.sincos or args.window is not None:
-        raise CheckpointError(f"{'--sincos' if args.sincos else '--window'} is for 2-D tables; a TxHxW table is "
-                              f"interpolated (drop it)")
+    flag = next((f for f, v in (("--sincos", args.sincos or None), ("--window", args.window),
+                                ("--rel-pos", args.rel_pos)) if v is not None), None)
+    if flag:
+        raise CheckpointError(f"{flag} is for 2-D tables; a TxHxW table is interpolated (drop it)")
 
 
 def cmd_resize(args) -> int:
@@ -482,7 +487,7 @@ def inspect_rows(ckpt: Checkpoint, embs: List[Embedding]):
         rows.append([
             emb.name, str(tuple(emb.shape)), str(emb.dtype).replace("torch.", ""),
             f"{emb.family} -> {emb.profile}", str(emb.prefix_tokens), format_pair(emb.grid),
-            format_pair(emb.patch) if emb.patch else "?", image,
+            format_pair(emb.patch) if emb.patch else "?" if flat else "-", image,
             f"{float(finite.norm()):.4g}" if finite.numel() else "-",
             f"{float(token_norms.mean()):.3g} [{float(token_norms.min()):.3g}, {float(token_norms.max()):.3g}]",
             ", ".join(f"{n:.3g}" for n in prefix_norms) or "-",
@@ -517,7 +522,7 @@ def cmd_inspect(args) -> int:
         recorded = method_from_record(record) if record is not None else None
         default = f"{recorded.label} (as its resize record says)" if recorded else default_method(emb).label
         print(f"{emb.name}: default resize {default}"
-              + (f"; patch size from {key_name(emb.patch_key)}" if emb.patch_key else ""))
+              + (f"; patch size from {key_name(emb.patch_key)}" if emb.patch_key and emb.patch else ""))
         if record is not None:
             lines = describe_record(record)
             print(f"{emb.name}: resize record: {lines[0]}", *lines[1:], sep="\n")

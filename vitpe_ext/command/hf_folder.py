@@ -41,7 +41,7 @@ _INDEX = re.compile(r"^(model|pytorch_model)\.(safetensors|bin)\.index(\.[\w-]+)
 _NOT_REWRITTEN = (".h5", ".msgpack", ".onnx", ".onnx_data", ".gguf", ".tflite")
 _LAYOUT_OPTIONS = (("key", "--key"), ("prefix_tokens", "--prefix-tokens"), ("old_grid", "--old-grid"),
                   ("grid", "--grid"), ("window", "--window"), ("length", "--length"),
-                  ("old_length", "--old-length"))  # a weights file's Swin tables only
+                  ("old_length", "--old-length"))  # a weights file's layout; a folder's is its config.json
 
 
 def is_model_folder(path: Path) -> bool:

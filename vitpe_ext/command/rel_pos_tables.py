@@ -6,7 +6,7 @@ and drop the index buffers that timm rebuilds itself.
     BEiT     blocks.{j}.attn.relative_position_bias_table             (2G-1)^2 + 3 x heads
              rel_pos_bias.relative_position_bias_table (shared)       the same
     EVA      blocks.{j}.attn.rel_pos.relative_position_bias_table     the same (timm's RelPosBias with a
-             class token, as timm's Eva built with use_rel_pos_bias=True held it)
+             class token: BEiT's layout, so BEiT's rules apply)
 
 BEiT's window is its patch grid (image / patch), so --image-size alone sets
 it. Swin's window is a model setting (timm's window_size=), given with

@@ -276,7 +276,11 @@ def _beit_sample_positions(src: int, dst: int) -> Tuple[float, ...]:
     (torch.tensor of the offsets, torch.arange of the targets), so bilinear
     sampling at these positions is timm's RegularGridInterpolator up to the
     rounding of its last float32 operations. Outside the old offsets the
-    position is past the end, where the op repeats the edge, as timm does."""
+    position is past the end, where the op repeats the edge, as timm does.
+    One old offset (a window of 1, e.g. a Swin stage on a 1x1 feature map)
+    is read everywhere, as timm does."""
+    if src == 1:
+        return (0.0,) * dst
     coords = torch.tensor(_beit_offsets(src, dst)).double()         # float32 values, as timm's
     half = dst // 2.0
     targets = torch.arange(-half, half + 0.1, 1.0).double()         # float32 arange, as timm's

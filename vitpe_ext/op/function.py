@@ -97,11 +97,12 @@ def _check_table(pos_embed) -> None:
                          f"tensor; convert it first (.to_dense(), .dequantize(), ...)")
 
 
-def _positions(value, rank: int) -> List[float]:
+def _positions(value, new_size: list) -> List[float]:
     """sample_positions, one sequence per axis of the grid (lists, tuples,
-    1-D tensors or arrays of real numbers), as the op's flat list: the
-    outermost axis first. How many each axis needs, and which values are
-    valid, is the op's check."""
+    1-D tensors or arrays of real numbers) of new_size[i] positions each, as
+    the op's flat list: the outermost axis first. Which values are valid is
+    the op's check; the op sees only the total, so the count per axis is
+    checked here."""
     def position(v, i):
         if isinstance(v, numbers.Real) and not isinstance(v, bool) and not _is_numpy_bool(v):
             return float(v)
@@ -119,11 +120,20 @@ def _positions(value, rank: int) -> List[float]:
             return [position(v, i) for v in values]
         raise ValueError(f"sample_positions[{i}] must be a sequence of floats (one position per output of that "
                          f"axis), got {values!r} of type {type(values).__name__}")
+    rank = len(new_size)
     if isinstance(value, torch.Tensor) or not isinstance(value, (list, tuple)) or len(value) != rank:
-        kind = (f"{len(value)} entr{'y' if len(value) == 1 else 'ies'}") if isinstance(value, (list, tuple)) else f"a {type(value).__name__}"
+        if isinstance(value, (list, tuple)):
+            kind = f"{len(value)} entr{'y' if len(value) == 1 else 'ies'}"
+        else:
+            kind = f"a {type(value).__name__}"
         raise ValueError(f"sample_positions must be a list of {rank} sequence{'s' if rank > 1 else ''}, one per "
                          f"axis of new_size (outermost first), got {kind}")
-    return [p for i, values in enumerate(value) for p in axis(values, i)]
+    axes = [axis(values, i) for i, values in enumerate(value)]
+    for i, (positions, size) in enumerate(zip(axes, new_size)):
+        if not isinstance(size, torch.SymInt) and len(positions) != size:
+            raise ValueError(f"sample_positions[{i}] has {len(positions)} positions but new_size[{i}] is {size}: "
+                             f"one position per output of that axis")
+    return [p for positions in axes for p in positions]
 
 
 def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antialias, scale_factor,
@@ -143,7 +153,7 @@ def _op_args(new_size, old_size, num_prefix_tokens, mode, align_corners, antiali
         bool(_flag(antialias, "antialias")),
         None if scale_factor is None else _sizes(scale_factor, "scale_factor", "floats", rank=len(new)),
         _count(num_suffix_tokens, "num_suffix_tokens"),
-        None if sample_positions is None else _positions(sample_positions, len(new)),
+        None if sample_positions is None else _positions(sample_positions, new),
     )
 
 
@@ -380,9 +390,13 @@ def _interpolate_scripted(pos_embed: torch.Tensor, new_size: Union[int, List[int
     antialias_: bool = False if antialias is None else antialias
     positions: Optional[List[float]] = None
     if sample_positions is not None:
+        if len(sample_positions) != len(new):
+            raise ValueError("sample_positions must be a list of sequences, one per axis of new_size")
         flat: List[float] = []
-        for axis in sample_positions:
-            flat.extend(axis)
+        for i in range(len(new)):
+            if len(sample_positions[i]) != new[i]:
+                raise ValueError("sample_positions[i] must hold new_size[i] positions, one per output of that axis")
+            flat.extend(sample_positions[i])
         positions = flat
     if mode is None:  # the schema's default mode (DEFAULT_MODE): TorchScript cannot read a global str
         out = torch.ops.vitpe.interpolate_pos_embed(table, new, old, num_prefix_tokens, align_corners=align_corners,
