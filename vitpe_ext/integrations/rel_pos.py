@@ -158,6 +158,36 @@ def resize_rel_pos_bias(
 
 # -- timm 1.0.31's functions, computed by the op -------------------------------------------
 
+def _timm_grids(who: str, rel_pos_bias: torch.Tensor, new_window_size, new_bias_shape,
+                old_window_size) -> Tuple[str, Tuple[int, int], Tuple[int, int], int]:
+    """What timm's resizers read from their arguments: (layout, the source
+    offset grid, the destination's, the extra rows at the end). A flat
+    table's source window is old_window_size, else a square, else (its rows
+    not a square) the destination's, as timm's resize_rel_pos_bias_table."""
+    dst = _grid(_window(new_window_size, "new_window_size"), "signed")
+    if rel_pos_bias.ndim == 3:
+        if tuple(new_bias_shape[1:]) != dst:
+            raise ValueError(f"{who}: new_bias_shape {tuple(new_bias_shape)} does not hold a {dst[0]}x{dst[1]} grid "
+                             f"for window {tuple(new_window_size)}")
+        return "heads_first", tuple(rel_pos_bias.shape[1:]), dst, 0
+    if rel_pos_bias.ndim != 2:
+        raise ValueError(f"{who}: rel_pos_bias must be (heads, H, W) or (positions, heads), got shape "
+                         f"{tuple(rel_pos_bias.shape)}")
+    num_extra_tokens = new_bias_shape[0] - dst[0] * dst[1]
+    if num_extra_tokens < 0:
+        raise ValueError(f"{who}: new_bias_shape {tuple(new_bias_shape)} has fewer rows than a {dst[0]}x{dst[1]} grid")
+    positions = rel_pos_bias.shape[0] - num_extra_tokens
+    if old_window_size is not None:
+        src = _grid(_window(old_window_size, "old_window_size"), "signed")
+    elif math.isqrt(max(positions, 0)) ** 2 == positions:
+        src = (math.isqrt(positions),) * 2
+    elif positions == dst[0] * dst[1]:
+        src = dst
+    else:
+        raise ValueError(f"{who}: {positions} offsets are not a square grid; pass old_window_size")
+    return "flat", src, dst, num_extra_tokens
+
+
 def resize_rel_pos_bias_table_simple(
     rel_pos_bias: torch.Tensor,
     new_window_size: Tuple[int, int],
@@ -178,34 +208,11 @@ def resize_rel_pos_bias_table_simple(
     are not a square grid but equal the destination's is taken as that
     window, as timm's resize_rel_pos_bias_table does.
     """
-    dst = _grid(_window(new_window_size, "new_window_size"), "signed")
-    if rel_pos_bias.ndim == 3:
-        if tuple(new_bias_shape[1:]) != dst:
-            raise ValueError(f"resize_rel_pos_bias_table_simple: new_bias_shape {tuple(new_bias_shape)} does not "
-                             f"hold a {dst[0]}x{dst[1]} grid for window {tuple(new_window_size)}")
-        if tuple(rel_pos_bias.shape[1:]) == dst:
-            return rel_pos_bias
-        return _resize(rel_pos_bias, "heads_first", None, dst, 0, dict(mode="bicubic", align_corners=False))
-    if rel_pos_bias.ndim != 2:
-        raise ValueError(f"resize_rel_pos_bias_table_simple: rel_pos_bias must be (heads, H, W) or (positions, "
-                         f"heads), got shape {tuple(rel_pos_bias.shape)}")
-    num_extra_tokens = new_bias_shape[0] - dst[0] * dst[1]
-    if num_extra_tokens < 0:
-        raise ValueError(f"resize_rel_pos_bias_table_simple: new_bias_shape {tuple(new_bias_shape)} has fewer rows "
-                         f"than a {dst[0]}x{dst[1]} grid")
-    positions = rel_pos_bias.shape[0] - num_extra_tokens
-    if old_window_size is not None:
-        src = _grid(_window(old_window_size, "old_window_size"), "signed")
-    elif math.isqrt(max(positions, 0)) ** 2 == positions:
-        src = (math.isqrt(positions),) * 2
-    elif positions == dst[0] * dst[1]:
-        src = dst
-    else:
-        raise ValueError(f"resize_rel_pos_bias_table_simple: {positions} offsets are not a square grid; pass "
-                         f"old_window_size")
+    layout, src, dst, num_extra_tokens = _timm_grids("resize_rel_pos_bias_table_simple", rel_pos_bias,
+                                                     new_window_size, new_bias_shape, old_window_size)
     if src == dst:
         return rel_pos_bias
-    return _resize(rel_pos_bias, "flat", src, dst, num_extra_tokens, dict(mode="bicubic", align_corners=False))
+    return _resize(rel_pos_bias, layout, src, dst, num_extra_tokens, dict(mode="bicubic", align_corners=False))
 
 
 def resize_rel_pos_bias_table_levit(
@@ -307,31 +314,8 @@ def resize_rel_pos_bias_table(
     cast back, as timm without TIMM_USE_SCIPY_INTERP; the table stays on its
     device. Returns rel_pos_bias itself when the grid does not change.
     """
-    dst = _grid(_window(new_window_size, "new_window_size"), "signed")
-    if rel_pos_bias.ndim == 3:
-        if tuple(new_bias_shape[1:]) != dst:
-            raise ValueError(f"resize_rel_pos_bias_table: new_bias_shape {tuple(new_bias_shape)} does not hold a "
-                             f"{dst[0]}x{dst[1]} grid for window {tuple(new_window_size)}")
-        layout, src, num_extra_tokens = "heads_first", tuple(rel_pos_bias.shape[1:]), 0
-    elif rel_pos_bias.ndim == 2:
-        layout = "flat"
-        num_extra_tokens = new_bias_shape[0] - dst[0] * dst[1]
-        if num_extra_tokens < 0:
-            raise ValueError(f"resize_rel_pos_bias_table: new_bias_shape {tuple(new_bias_shape)} has fewer rows "
-                             f"than a {dst[0]}x{dst[1]} grid")
-        positions = rel_pos_bias.shape[0] - num_extra_tokens
-        if old_window_size is not None:
-            src = _grid(_window(old_window_size, "old_window_size"), "signed")
-        elif math.isqrt(max(positions, 0)) ** 2 == positions:
-            src = (math.isqrt(positions),) * 2
-        elif positions == dst[0] * dst[1]:
-            src = dst
-        else:
-            raise ValueError(f"resize_rel_pos_bias_table: {positions} offsets are not a square grid; pass "
-                             f"old_window_size")
-    else:
-        raise ValueError(f"resize_rel_pos_bias_table: rel_pos_bias must be (heads, H, W) or (positions, heads), "
-                         f"got shape {tuple(rel_pos_bias.shape)}")
+    layout, src, dst, num_extra_tokens = _timm_grids("resize_rel_pos_bias_table", rel_pos_bias, new_window_size,
+                                                     new_bias_shape, old_window_size)
     if src == dst:
         return rel_pos_bias
     if rel_pos_bias.is_meta:  # as timm: only the shape is known
