@@ -2,7 +2,7 @@
 
     torchvision.py   torchvision's interpolate_embeddings through vitpe, patch(), make_dynamic()
     timm.py          timm's resample_abs_pos_embed through vitpe, patch()
-    rel_pos.py       relative-position-bias tables (Swin, BEiT, LeViT, MaxViT); timm's _simple/_levit
+    rel_pos.py       relative-position-bias tables (Swin, BEiT, LeViT, MaxViT); timm's three resizers
     transformers.py  HF transformers' interpolate_pos_encoding (ViT, DeiT, Dinov2, CLIP, ...) via vitpe, patch()
     hf_recipes.py    what each HF model's interpolate_pos_encoding computes (the drop-in's and the command's)
     dynamic.py       DynamicPosEmbed: a table for any grid, cached while no gradient is wanted
