@@ -1,6 +1,10 @@
 """The command wing: the `vitpe` command (python -m vitpe_ext) and its parts.
 
-    cli.py          argument parsing, resize / inspect / plot, exit codes
+    cli.py          the parser, plot / demo, the entry point and its exit codes
+    options.py      what the subcommands' options share: argument types and the tables they select
+    resize.py       `vitpe resize` of checkpoint files and folders of them
+    inspect_tables.py  `vitpe inspect`
+    rel_pos_tables.py  timm's relative-position-bias tables (found, resized, their index buffers dropped)
     checkpoint.py   loading without running code, finding the table, saving
     resizing.py     how a table is resized, and the plan of a checkpoint's changes
     atomic.py       atomic output files and folders, signal cleanup, stale temp files
