@@ -399,6 +399,18 @@ static int pick_channels(void) {
     return (int)cs[rng_next() % (sizeof cs / sizeof cs[0])];
 }
 
+/* Runs g's axes over a random layout: batch, prefix and suffix tokens,
+ * channels (the vector paths' counts and their tails), padding. */
+static void run_random_layout(gcase *g) {
+    g->B = rng_int(1, 2);
+    g->P = rng_int(0, 2);
+    g->S = rng_int(0, 3);
+    g->C = pick_channels();
+    g->in_pad = rng_int(0, 2);
+    g->out_pad = rng_int(0, 2);
+    run_grid_case(g);
+}
+
 /* Random sizes, every mode x accepted flags x scale_factor x dtype, ranks 1 and 3. */
 void grid_sweep(void) {
     for (int rank = 1; rank <= 3; rank += 2)
@@ -418,13 +430,7 @@ void grid_sweep(void) {
                                 if (rank == 3 && rng_next() % 4 == 0) out = in;
                                 g.ax[i] = make_axis(in, out, mode, ac, aa, dt, sf);
                             }
-                            g.B = rng_int(1, 2);
-                            g.P = rng_int(0, 2);
-                            g.S = rng_int(0, 3);
-                            g.C = pick_channels();
-                            g.in_pad = rng_int(0, 2);
-                            g.out_pad = rng_int(0, 2);
-                            run_grid_case(&g);
+                            run_random_layout(&g);
                         }
 }
 
@@ -681,13 +687,7 @@ void grid_positions(void) {
                         random_positions(pos[i], in, out);
                         g.ax[i].positions = pos[i];
                     }
-                    g.B = rng_int(1, 2);
-                    g.P = rng_int(0, 2);
-                    g.S = rng_int(0, 3);
-                    g.C = pick_channels();
-                    g.in_pad = rng_int(0, 2);
-                    g.out_pad = rng_int(0, 2);
-                    run_grid_case(&g);
+                    run_random_layout(&g);
                 }
         }
 
